@@ -1,0 +1,91 @@
+"""File helpers: atomic outputs and image/table I/O that fail with the file's name."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from medaug.errors import DatasetError
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def atomic_output(path: str | Path, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` that replaces ``path`` only on success.
+
+    A job that fails half-way leaves neither a half-written file nor a half-filled
+    folder behind, whether it runs under Snakemake or standalone.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    _remove(tmp)
+    if directory:
+        tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    _remove(path)
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, data: object) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> object:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(path, "file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(path, f"not valid JSON ({exc})") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a PNG/TIFF/JPEG as an array (H×W or H×W×C), naming the file on failure."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, "file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("P", "LA", "PA", "CMYK", "YCbCr", "1"):
+                image = image.convert("RGBA" if "A" in image.mode else "RGB")
+            return np.asarray(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(path, f"unreadable or corrupt image ({exc})") from None
+
+
+def to_gray(image: np.ndarray, path: str | Path) -> np.ndarray:
+    """Collapse RGB(A) to luminance (ITU-R 601, as PIL and skimage do); keep 2D as is."""
+    if image.ndim == 2:
+        return image.astype(np.float32)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        rgb = image[..., :3].astype(np.float32)
+        return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    raise DatasetError(path, f"expected a 2D grey or RGB image, got array shape {image.shape}")
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(array).save(path, format="PNG")

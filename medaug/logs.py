@@ -1,0 +1,34 @@
+"""Logging for pipeline jobs: one log file per job, readable one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from medaug.errors import MedaugError
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr and, when given, to ``log_path`` (truncated)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
+    logging.captureWarnings(True)
+
+
+def run_job(job: Callable[[], object], log_path: str | Path | None = None) -> object:
+    """Run ``job`` with logging set up; a MedaugError ends the process with its message
+    (naming the file and the problem) instead of a traceback."""
+    configure(log_path)
+    try:
+        return job()
+    except MedaugError as exc:
+        for line in str(exc).splitlines():
+            logging.getLogger("medaug").error(line)
+        raise SystemExit(1) from None

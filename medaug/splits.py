@@ -1,0 +1,219 @@
+"""Splits, made once per dataset and read by every later rule.
+
+A split file holds ``folds``; each fold assigns every case to exactly one of ``train``,
+``val`` (inner validation of the "clean" protocol) and ``test``. Assignment is by
+*group* (patient, or tile), never by slice or patch, so all slices of a test patient are
+test slices. Later rules select their inputs with :func:`select`, which is the only way
+a role's cases are looked up.
+
+Roles that rules ask for:
+- ``train``, ``val``, ``test``: as assigned;
+- ``development``: train + val, i.e. everything but the test cases. The diffusion models
+  train on it, and so do the segmenters of the paper protocol (which select on test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medaug.errors import MedaugError
+
+ASSIGNED_ROLES = ("train", "val", "test")
+ROLES = {"train": ("train",), "val": ("val",), "test": ("test",), "development": ("train", "val")}
+
+
+class LeakageError(MedaugError):
+    """A split lets a test case (or a slice of a test patient) reach training."""
+
+
+def _rng(seed: int, *keys: object) -> np.random.Generator:
+    digest = hashlib.sha256("/".join(map(str, keys)).encode()).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
+def _ordered_groups(table: pd.DataFrame, group_column: str) -> list[str]:
+    return list(dict.fromkeys(table[group_column].astype(str)))
+
+
+def _holdout(
+    groups: Sequence[str], fraction: float, rng: np.random.Generator, strata: dict[str, str] | None = None
+) -> set[str]:
+    """Pick ``fraction`` of ``groups`` (at least one per stratum with two or more)."""
+    chosen: set[str] = set()
+    by_stratum: dict[str, list[str]] = {}
+    for group in groups:
+        by_stratum.setdefault(strata[group] if strata else "", []).append(group)
+    for members in by_stratum.values():
+        if len(members) < 2:
+            continue
+        count = min(max(1, int(round(fraction * len(members)))), len(members) - 1)
+        chosen.update(rng.choice(members, size=count, replace=False).tolist())
+    return chosen
+
+
+def _fold_record(fold: int, table: pd.DataFrame, group_column: str, roles: dict[str, set[str]]) -> dict:
+    record = {"fold": fold}
+    groups = table[group_column].astype(str)
+    for role in ASSIGNED_ROLES:
+        record[role] = table.case_id[groups.isin(roles[role])].astype(str).tolist()
+    return record
+
+
+def kfold_splits(
+    cases: pd.DataFrame,
+    n_folds: int,
+    val_fraction: float,
+    seed: int,
+    group_column: str = "patient_id",
+    shuffle: bool = False,
+) -> dict:
+    """Group-level K-fold with an inner validation split per fold.
+
+    Without ``shuffle`` the folds are contiguous blocks of groups in table order, as
+    scikit-learn's ``KFold(n_splits)`` (no shuffle) makes them in the official DiffBoost
+    code; the first ``n % k`` folds get one group more.
+    """
+    groups = _ordered_groups(cases, group_column)
+    if len(groups) < n_folds:
+        raise MedaugError(f"{len(groups)} {group_column} values cannot make {n_folds} folds")
+    if shuffle:
+        groups = _rng(seed, "kfold").permutation(groups).tolist()
+    sizes = [len(groups) // n_folds + (1 if k < len(groups) % n_folds else 0) for k in range(n_folds)]
+    folds, start = [], 0
+    for fold, size in enumerate(sizes):
+        test = set(groups[start : start + size])
+        start += size
+        development = [g for g in groups if g not in test]
+        val = _holdout(development, val_fraction, _rng(seed, "val", fold))
+        roles = {"test": test, "val": val, "train": set(development) - val}
+        folds.append(_fold_record(fold, cases, group_column, roles))
+    return {"scheme": f"{n_folds}-fold", "group_column": group_column, "seed": seed, "folds": folds}
+
+
+def official_splits(
+    cases: pd.DataFrame,
+    split_column: str,
+    val_fraction: float,
+    seed: int,
+    group_column: str = "patient_id",
+    stratify_column: str | None = None,
+) -> dict:
+    """The dataset's own Train/Test, with inner validation held out of Train."""
+    official = cases[split_column].astype(str).str.lower()
+    train_groups = _ordered_groups(cases[official == "train"], group_column)
+    test_groups = set(_ordered_groups(cases[official == "test"], group_column))
+    strata = _strata(cases, group_column, stratify_column)
+    val = _holdout(train_groups, val_fraction, _rng(seed, "val", 0), strata)
+    roles = {"test": test_groups, "val": val, "train": set(train_groups) - val}
+    fold = _fold_record(0, cases, group_column, roles)
+    return {"scheme": "official", "group_column": group_column, "seed": seed, "folds": [fold]}
+
+
+def holdout_splits(
+    cases: pd.DataFrame,
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    group_column: str = "patient_id",
+    stratify_column: str | None = None,
+) -> dict:
+    """Stratified train/val/test for sources without an official test split."""
+    groups = _ordered_groups(cases, group_column)
+    strata = _strata(cases, group_column, stratify_column)
+    test = _holdout(groups, test_fraction, _rng(seed, "test", 0), strata)
+    development = [g for g in groups if g not in test]
+    val = _holdout(development, val_fraction, _rng(seed, "val", 0), strata)
+    roles = {"test": test, "val": val, "train": set(development) - val}
+    fold = _fold_record(0, cases, group_column, roles)
+    return {"scheme": "holdout", "group_column": group_column, "seed": seed, "folds": [fold]}
+
+
+def _strata(cases: pd.DataFrame, group_column: str, stratify_column: str | None) -> dict[str, str] | None:
+    if stratify_column is None:
+        return None
+    return dict(zip(cases[group_column].astype(str), cases[stratify_column].astype(str), strict=True))
+
+
+def role_cases(splits: dict, fold: int, role: str) -> set[str]:
+    """Case ids of ``role`` in ``fold``."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role '{role}' (known: {', '.join(ROLES)})")
+    record = splits["folds"][fold]
+    return {case for part in ROLES[role] for case in record[part]}
+
+
+def select(units: pd.DataFrame, splits: dict, fold: int, role: str) -> pd.DataFrame:
+    """Rows of ``units`` (cases, slices, patches: any table with ``case_id``) in ``role``."""
+    return units[units.case_id.astype(str).isin(role_cases(splits, fold, role))]
+
+
+def check_no_leakage(splits: dict, units: pd.DataFrame, group_column: str = "patient_id") -> None:
+    """Raise LeakageError unless, in every fold, each case has exactly one role and no
+    group (patient, tile) with a test unit has a unit in any other role.
+
+    ``units`` may be the case table or a finer one (slices, patches) carrying
+    ``case_id`` and ``group_column``; checking the finest table proves that no slice of
+    a test patient can be selected for training, validation or diffusion training.
+    """
+    all_cases = set(units.case_id.astype(str))
+    for record in splits["folds"]:
+        fold = record["fold"]
+        assigned = [case for role in ASSIGNED_ROLES for case in record[role]]
+        duplicated = sorted({c for c in assigned if assigned.count(c) > 1})
+        if duplicated:
+            raise LeakageError(f"fold {fold}: cases in more than one role: {duplicated[:5]}")
+        missing = sorted(all_cases - set(assigned))
+        if missing:
+            raise LeakageError(f"fold {fold}: cases in no role (silently dropped): {missing[:5]}")
+        test_groups = set(select(units, splits, fold, "test")[group_column].astype(str))
+        for role in ("train", "val", "development"):
+            shared = test_groups & set(select(units, splits, fold, role)[group_column].astype(str))
+            if shared:
+                raise LeakageError(f"fold {fold}: {group_column} {sorted(shared)[:5]} in both test and {role}")
+
+
+# Per representation: the case table, the finest unit table, and the official-split column.
+_TABLES = {
+    "segmentation": ("cases.tsv", "slices.tsv", None),
+    "nuclei": ("tiles.tsv", "patches.tsv", "split"),
+    "classification": ("images.tsv", "images.tsv", "source_split"),
+}
+
+
+def make_splits(dataset: str, prepared_dir: str, representation: str, settings: dict) -> dict:
+    """Split a prepared dataset, check it for leakage on its finest units, add counts."""
+    case_file, unit_file, split_column = _TABLES[representation]
+    prepared = Path(prepared_dir)
+    cases = pd.read_csv(prepared / case_file, sep="\t", dtype={"case_id": str, "patient_id": str})
+    units = pd.read_csv(prepared / unit_file, sep="\t", dtype={"case_id": str, "patient_id": str})
+    stratify = "label" if representation == "classification" else None
+    scheme = settings["scheme"]
+    if scheme == "kfold":
+        splits = kfold_splits(
+            cases, settings["n_folds"], settings["val_fraction"], settings["seed"], shuffle=settings["shuffle"]
+        )
+    elif scheme == "official":
+        splits = official_splits(
+            cases, split_column, settings["val_fraction"], settings["seed"], stratify_column=stratify
+        )
+    else:
+        splits = holdout_splits(
+            cases, settings["test_fraction"], settings["val_fraction"], settings["seed"], stratify_column=stratify
+        )
+    check_no_leakage(splits, units)
+    for record in splits["folds"]:
+        record["counts"] = {
+            role: {
+                "cases": len(record[role]),
+                unit_file.removesuffix(".tsv"): int(len(select(units, splits, record["fold"], role))),
+            }
+            for role in ASSIGNED_ROLES
+        }
+    splits["dataset"] = dataset
+    splits["representation"] = representation
+    return splits
