@@ -1,0 +1,34 @@
+# medaug: diffusion-model data augmentation for medical imaging, reproduced end to end.
+# DiffBoost (segmentation), DiffMix (nuclei) and D-Cube (classification); see README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/costs.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),
+
+
+rule diffboost:
+    input:
+        paper_targets("diffboost"),
+
+
+rule diffmix:
+    input:
+        paper_targets("diffmix"),
+
+
+rule dcube:
+    input:
+        paper_targets("dcube"),
