@@ -1,0 +1,40 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medaug.config import validate_config
+from medaug.demo import DEMO_DATASETS, write_demo_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def config():
+    return validate_config({})
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory, config):
+    """All six demo datasets, written once per test session."""
+    root = tmp_path_factory.mktemp("demo")
+    for folder, (key, _) in DEMO_DATASETS.items():
+        write_demo_dataset(root / folder, config["seed"], config["demo"][key])
+    return root
+
+
+@pytest.fixture
+def broken_copy(demo_root, tmp_path):
+    """Copy one demo dataset so that a test can damage it."""
+
+    def copy(folder: str) -> Path:
+        target = tmp_path / folder
+        shutil.copytree(demo_root / folder, target)
+        return target
+
+    return copy
+
+
+def entry_for(config: dict, dataset: str, root: Path) -> dict:
+    """The config entry of ``dataset`` pointed at ``root``."""
+    return {**config["datasets"][dataset], "root": str(root)}

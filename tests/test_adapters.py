@@ -1,0 +1,322 @@
+"""Adapters read the demo data (real on-disk formats) and reject each kind of bad input
+with one line naming the file and the problem, leaving no output behind."""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from medaug.datasets import classification_dataset, nuclei_dataset, segmentation_dataset
+from medaug.errors import DatasetError
+from medaug.preprocess import prepare_classification, prepare_nuclei, prepare_segmentation
+
+from .conftest import entry_for
+
+DEMO_FOLDER = {
+    "busi": "Dataset_BUSI_with_GT",
+    "spleen": "Task09_Spleen",
+    "prostate": "Task05_Prostate",
+    "consep": "CoNSeP",
+    "glysac": "GLySAC",
+    "pancreas": "DCube_pancreas",
+}
+
+
+def _prepare(dataset, entry, out_dir):
+    if dataset in ("busi", "spleen", "prostate"):
+        return prepare_segmentation(dataset, entry, out_dir, 32, (0.5, 99.5), -256, 20)
+    if dataset in ("consep", "glysac"):
+        return prepare_nuclei(dataset, entry, out_dir, 64, 48)
+    return prepare_classification(dataset, entry, out_dir, 32)
+
+
+# --- reading the demo data ------------------------------------------------------------
+
+
+def test_busi_reads_classes_and_or_merges_extra_masks(config, demo_root):
+    dataset = segmentation_dataset(entry_for(config, "busi", demo_root / DEMO_FOLDER["busi"]))
+    refs = dataset.cases()
+    assert {r.group for r in refs} == {"benign", "malignant", "normal"}
+    assert len(refs) == sum(config["demo"]["busi"]["images_per_class"].values())
+    multi = [r for r in refs if "mask_1" in r.files]
+    assert multi, "the demo must exercise multi-lesion cases"
+    case = dataset.load(multi[0])
+    union = np.zeros(case.mask.shape[1:], dtype=bool)
+    for key, path in multi[0].files.items():
+        if key.startswith("mask"):
+            union |= np.asarray(Image.open(path)) > 0
+    np.testing.assert_array_equal(case.mask[0], union)
+    assert set(np.unique(case.mask)) == {0, 1}
+    normal = next(r for r in refs if r.group == "normal")
+    assert dataset.load(normal).mask.sum() == 0
+
+
+def test_msd_reorients_to_ras_and_keeps_every_slice(config, demo_root):
+    dataset = segmentation_dataset(entry_for(config, "spleen", demo_root / DEMO_FOLDER["spleen"]))
+    ref = dataset.cases()[0]
+    raw = nib.load(ref.files["label"])
+    assert nib.aff2axcodes(raw.affine) != ("R", "A", "S"), "demo volumes are stored non-canonically"
+    case = dataset.load(ref)
+    nx, ny, nz = raw.shape
+    assert case.image.shape == case.mask.shape == (nz, ny, nx)
+    assert case.mask.sum() == np.asarray(raw.dataobj).sum()
+    assert case.spacing == (5.0, 3.0, 3.0)
+
+
+def test_prostate_keeps_t2_and_merges_pz_tz(config, demo_root):
+    dataset = segmentation_dataset(entry_for(config, "prostate", demo_root / DEMO_FOLDER["prostate"]))
+    ref = dataset.cases()[0]
+    case = dataset.load(ref)
+    raw = np.asarray(nib.load(ref.files["image"]).dataobj)
+    assert raw.ndim == 4 and case.image.ndim == 3
+    # T2 channel: the image equals channel 0 of the raw 4D volume, reoriented.
+    assert np.isclose(case.image.sum(), raw[..., 0].sum(), rtol=1e-5)
+    assert set(np.unique(case.mask)) == {0, 1}
+    raw_label = np.asarray(nib.load(ref.files["label"]).dataobj)
+    assert case.mask.sum() == (raw_label > 0).sum()
+    assert dataset.labels == {0: "background", 1: "PZ+TZ"}
+
+
+@pytest.mark.parametrize("dataset_name", ["consep", "glysac"])
+def test_nuclei_merge_types_as_diffmix(config, demo_root, dataset_name):
+    dataset = nuclei_dataset(entry_for(config, dataset_name, demo_root / DEMO_FOLDER[dataset_name]))
+    refs = dataset.cases()
+    assert {r.group for r in refs} == {"Train", "Test"}
+    tile = dataset.load(refs[0])
+    n_classes = {"consep": 4, "glysac": 3}[dataset_name]
+    assert set(np.unique(tile.inst_type)) <= set(range(1, n_classes + 1))
+    assert 1 in tile.inst_type, "every demo tile carries the rare class"
+    for inst_id, inst_type in enumerate(tile.inst_type, start=1):
+        assert set(np.unique(tile.type_map[tile.inst_map == inst_id])) == {inst_type}
+
+
+def test_class_tree_orders_classes_naturally(config, demo_root):
+    dataset = classification_dataset(entry_for(config, "pancreas", demo_root / DEMO_FOLDER["pancreas"]))
+    refs = dataset.cases()
+    assert dataset.class_names() == ["BENIGN", "MALIGNANT", "NORMAL"]
+    expected = sum(config["demo"]["pancreas"]["train_per_class"].values()) + sum(
+        config["demo"]["pancreas"]["test_per_class"].values()
+    )
+    assert len(refs) == expected
+    assert dataset.load_image(refs[0]).ndim == 2
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+
+
+def _busi_first(root, suffix=""):
+    return root / "benign" / f"benign (1){suffix}.png"
+
+
+def busi_corrupt_image(root):
+    _truncate(_busi_first(root))
+    return _busi_first(root), "unreadable or corrupt image"
+
+
+def busi_shape_mismatch(root):
+    mask = _busi_first(root, "_mask")
+    Image.fromarray(np.zeros((10, 12), dtype=np.uint8)).save(mask)
+    return mask, "shape mismatch"
+
+
+def busi_label_values(root):
+    mask = _busi_first(root, "_mask")
+    values = np.asarray(Image.open(mask)).copy()
+    values[0, 0] = 128
+    Image.fromarray(values).save(mask)
+    return mask, "mask values [128] outside the declared set [0, 255]"
+
+
+def busi_missing_mask(root):
+    _busi_first(root, "_mask").unlink()
+    return _busi_first(root), "missing mask"
+
+
+def busi_empty_class(root):
+    for path in (root / "normal").iterdir():
+        path.unlink()
+    return root / "normal", "class folder contains no images"
+
+
+def busi_duplicate_id(root):
+    shutil.copy(_busi_first(root), root / "benign" / "benign(1).png")
+    shutil.copy(_busi_first(root, "_mask"), root / "benign" / "benign(1)_mask.png")
+    return root / "benign", "duplicate case id 'benign_1'"
+
+
+def _first_training(root):
+    entry = json.loads((root / "dataset.json").read_text())["training"][0]
+    return root / entry["image"], root / entry["label"]
+
+
+def msd_4d_image(root):
+    image_path, _ = _first_training(root)
+    image = nib.load(image_path)
+    data = np.asarray(image.dataobj)
+    nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), image.affine), image_path)
+    return image_path, "4D image where 3D is expected"
+
+
+def msd_corrupt_image(root):
+    image_path, _ = _first_training(root)
+    _truncate(image_path)
+    return image_path, "unreadable or corrupt NIfTI"
+
+
+def msd_shape_mismatch(root):
+    _, label_path = _first_training(root)
+    label = nib.load(label_path)
+    nib.save(nib.Nifti1Image(np.asarray(label.dataobj)[:-2], label.affine), label_path)
+    return label_path, "shape mismatch"
+
+
+def msd_label_values(root):
+    _, label_path = _first_training(root)
+    label = nib.load(label_path)
+    data = np.asarray(label.dataobj).copy()
+    data[0, 0, 0] = 3
+    nib.save(nib.Nifti1Image(data, label.affine), label_path)
+    return label_path, "label values [3] outside the declared set [0, 1]"
+
+
+def msd_missing_label(root):
+    _, label_path = _first_training(root)
+    label_path.unlink()
+    return label_path, "missing label"
+
+
+def msd_duplicate_id(root):
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["training"].append(dict(meta["training"][0]))
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root / "imagesTr", "duplicate case id"
+
+
+def _tile(root, split="Train", stem="train_1"):
+    extension = ".png" if root.name == "CoNSeP" else ".tif"
+    return root / split / "Images" / f"{stem}{extension}", root / split / "Labels" / f"{stem}.mat"
+
+
+def nuclei_missing_label(root):
+    image, label = _tile(root)
+    label.unlink()
+    return image, "missing label"
+
+
+def nuclei_corrupt_label(root):
+    _, label = _tile(root)
+    label.write_bytes(b"not a mat file at all" * 10)
+    return label, "unreadable or corrupt .mat"
+
+
+def nuclei_shape_mismatch(root):
+    _, label = _tile(root)
+    mat = scipy.io.loadmat(label)
+    mat["inst_map"] = mat["inst_map"][:-1]
+    scipy.io.savemat(label, {k: v for k, v in mat.items() if not k.startswith("__")})
+    return label, "shape mismatch"
+
+
+def nuclei_type_values(root):
+    _, label = _tile(root)
+    mat = scipy.io.loadmat(label)
+    mat["inst_type"][0, 0] = 42
+    scipy.io.savemat(label, {k: v for k, v in mat.items() if not k.startswith("__")})
+    return label, "inst_type values [42] outside the declared set"
+
+
+def nuclei_missing_key(root):
+    _, label = _tile(root)
+    mat = scipy.io.loadmat(label)
+    scipy.io.savemat(label, {k: v for k, v in mat.items() if not k.startswith("__") and k != "type_map"})
+    return label, "missing key 'type_map'"
+
+
+def nuclei_same_tile_in_train_and_test(root):
+    image, label = _tile(root)
+    test_image, test_label = _tile(root, "Test", "train_1")
+    shutil.copy(image, test_image)
+    shutil.copy(label, test_label)
+    return test_image, "duplicate case id 'train_1'"
+
+
+def nuclei_corrupt_image(root):
+    image, _ = _tile(root)
+    _truncate(image)
+    return image, "unreadable or corrupt image"
+
+
+def tree_empty_class(root):
+    folder = root / "Test" / "MALIGNANT"
+    for path in folder.iterdir():
+        path.unlink()
+    return folder, "class folder contains no images"
+
+
+def tree_corrupt_image(root):
+    path = sorted((root / "Train" / "BENIGN").iterdir())[0]
+    _truncate(path)
+    return path, "unreadable or corrupt image"
+
+
+def tree_duplicate_id(root):
+    path = sorted((root / "Train" / "NORMAL").iterdir())[0]
+    shutil.copy(path, path.with_suffix(".PNG"))
+    return path.parent, "duplicate case id"
+
+
+BAD_INPUTS = [
+    ("busi", busi_corrupt_image),
+    ("busi", busi_shape_mismatch),
+    ("busi", busi_label_values),
+    ("busi", busi_missing_mask),
+    ("busi", busi_empty_class),
+    ("busi", busi_duplicate_id),
+    ("spleen", msd_4d_image),
+    ("spleen", msd_corrupt_image),
+    ("spleen", msd_shape_mismatch),
+    ("spleen", msd_label_values),
+    ("spleen", msd_missing_label),
+    ("prostate", msd_duplicate_id),
+    ("consep", nuclei_missing_label),
+    ("consep", nuclei_corrupt_label),
+    ("consep", nuclei_shape_mismatch),
+    ("consep", nuclei_type_values),
+    ("consep", nuclei_missing_key),
+    ("glysac", nuclei_same_tile_in_train_and_test),
+    ("glysac", nuclei_corrupt_image),
+    ("pancreas", tree_empty_class),
+    ("pancreas", tree_corrupt_image),
+    ("pancreas", tree_duplicate_id),
+]
+
+
+@pytest.mark.parametrize("dataset,damage", BAD_INPUTS, ids=[d.__name__ for _, d in BAD_INPUTS])
+def test_bad_input_is_named_and_leaves_no_output(config, broken_copy, tmp_path, dataset, damage):
+    root = broken_copy(DEMO_FOLDER[dataset])
+    bad_path, problem = damage(root)
+    out_dir = tmp_path / "out" / "prepared"
+    with pytest.raises(DatasetError) as error:
+        _prepare(dataset, entry_for(config, dataset, root), out_dir)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(str(bad_path)), message
+    assert problem in message, message
+    left = list((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else []
+    assert left == [], f"a partial output was left behind: {left}"
+
+
+def test_bad_input_in_dcube_busi_source_is_rejected_too(config, broken_copy, tmp_path):
+    root = broken_copy(DEMO_FOLDER["busi"])
+    bad_path, problem = busi_missing_mask(root)
+    with pytest.raises(DatasetError, match="missing mask"):
+        prepare_classification("busi", entry_for(config, "busi", root), tmp_path / "prepared", 32)
+    assert not (tmp_path / "prepared").exists()

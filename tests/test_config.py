@@ -1,0 +1,62 @@
+import pytest
+import yaml
+
+from medaug.config import load_schema, validate_config
+from medaug.errors import ConfigError
+
+from .conftest import REPO
+
+
+def _walk(node, path=""):
+    """Yield (path, schema node) for every documented key."""
+    for name, sub in node.get("properties", {}).items():
+        yield f"{path}.{name}".lstrip("."), sub
+        yield from _walk(sub, f"{path}.{name}")
+
+
+def test_every_schema_key_has_description_and_default():
+    schema = load_schema()
+    nodes = list(_walk(schema)) + list(_walk(schema["$defs"]["dataset"], "datasets.<name>"))
+    assert len(nodes) > 40
+    for path, node in nodes:
+        assert node.get("description"), f"{path} has no description"
+        assert "default" in node, f"{path} has no default"
+
+
+def test_config_yaml_is_the_documented_default():
+    shipped = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    assert shipped == validate_config({})
+
+
+def test_unknown_key_names_the_key_and_suggests_the_right_one():
+    with pytest.raises(ConfigError) as error:
+        validate_config({"diffboost": {"imagesize": 64}})
+    assert "diffboost: unknown key 'imagesize' (did you mean 'image_size'?)" in str(error.value)
+
+
+def test_wrong_type_names_the_key_and_what_it_means():
+    with pytest.raises(ConfigError) as error:
+        validate_config({"diffboost": {"image_size": "big"}})
+    message = str(error.value)
+    assert message.startswith("config: diffboost.image_size: 'big' is not of type 'integer'")
+    assert "Side of the square 2D slices" in message
+
+
+def test_dataset_entry_errors_name_the_dataset():
+    with pytest.raises(ConfigError, match=r"datasets\.spleen\.format: 'nifti' is not one of"):
+        validate_config({"datasets": {"spleen": {"format": "nifti", "root": "x"}}, "diffboost": {"datasets": []}})
+
+
+def test_paper_must_reference_defined_dataset_of_the_right_format():
+    with pytest.raises(ConfigError, match="'liver' is not defined under datasets"):
+        validate_config({"diffboost": {"datasets": ["liver"]}})
+    with pytest.raises(ConfigError, match="'consep' has format 'consep', but diffboost needs one of busi, msd"):
+        validate_config({"diffboost": {"datasets": ["consep"]}})
+
+
+def test_defaults_fill_nested_keys():
+    config = validate_config({"diffboost": {"folds": 5}})
+    assert config["diffboost"]["folds"] == 5
+    assert config["diffboost"]["image_size"] == 64
+    assert config["datasets"]["prostate"]["channel"] == "T2"
+    assert config["datasets"]["spleen"]["channel"] is None

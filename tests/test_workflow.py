@@ -1,0 +1,128 @@
+"""Snakemake itself: lint, the DAG, a real run of the data stages, readable failures."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+
+pytestmark = pytest.mark.workflow
+
+
+def run(args, cwd, check=True):
+    result = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_lint_is_clean():
+    result = run(["--lint"], REPO, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dry_run_plans_every_built_stage_of_all_three_papers():
+    plan = run(["-n", "--forceall"], REPO).stdout
+    for rule in ("make_demo_dataset", "prepare_dataset", "make_splits", "summarize_benchmarks"):
+        assert f"rule {rule}:" in plan, rule
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for paper in ("diffboost", "diffmix", "dcube"):
+        for dataset in config[paper]["datasets"]:
+            assert f"results/{paper}/{dataset}/splits.json" in plan
+        assert f"rule {paper}:" in run(["-n", "--forceall", paper], REPO).stdout
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The whole demo, as `make demo` runs it, in a fresh working directory."""
+    workdir = tmp_path_factory.mktemp("run")
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    run(["--cores", "2", "--directory", str(workdir), "--configfile", str(workdir / "config.yaml")], workdir)
+    return workdir
+
+
+def test_demo_prepares_all_six_datasets_and_their_splits(demo_run):
+    for paper, dataset in [
+        ("diffboost", "busi"),
+        ("diffboost", "spleen"),
+        ("diffboost", "prostate"),
+        ("diffmix", "consep"),
+        ("diffmix", "glysac"),
+        ("dcube", "pancreas"),
+        ("dcube", "busi"),
+    ]:
+        assert (demo_run / "results" / paper / dataset / "prepared" / "meta.json").is_file()
+        assert (demo_run / "results" / paper / dataset / "splits.json").is_file()
+        assert (demo_run / "logs" / "prepare_dataset" / paper / f"{dataset}.log").is_file()
+
+
+def test_demo_writes_the_cost_summary(demo_run):
+    summary = pd.read_csv(demo_run / "results" / "benchmarks" / "summary.tsv", sep="\t")
+    assert {"make_demo_dataset", "prepare_dataset", "make_splits", "all rules"} <= set(summary.rule)
+    assert (summary.total_wall_s > 0).all() and (summary.peak_rss_mb > 0).all()
+
+
+def test_bad_dataset_fails_with_the_file_named_and_no_output(demo_run, tmp_path):
+    broken = tmp_path / "Task09_Spleen"
+    shutil.copytree(demo_run / "resources" / "demo" / "Task09_Spleen", broken)
+    label = next((broken / "labelsTr").iterdir())
+    label.unlink()
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["datasets"]["spleen"]["root"] = str(broken)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = run(
+        [
+            "results/diffboost/spleen/splits.json",  # before --configfile, which takes several values
+            "--cores",
+            "1",
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+        ],
+        tmp_path,
+        check=False,
+    )
+    assert result.returncode != 0
+    log = (tmp_path / "logs" / "prepare_dataset" / "diffboost" / "spleen.log").read_text()
+    assert f"{label}: missing label" in log
+    assert "Traceback" not in log
+    assert not (tmp_path / "results" / "diffboost" / "spleen" / "prepared").exists()
+
+
+def test_config_typo_is_reported_readably(tmp_path):
+    (tmp_path / "config.yaml").write_text("diffboost:\n  imagesize: 64\n")
+    result = run(
+        ["-n", "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml")], tmp_path, check=False
+    )
+    assert result.returncode != 0
+    assert "unknown key 'imagesize' (did you mean 'image_size'?)" in result.stdout + result.stderr
+
+
+def test_scripts_run_standalone(demo_run, tmp_path):
+    out = tmp_path / "splits.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "make_splits.py"),
+            "diffboost",
+            "spleen",
+            str(demo_run / "results" / "diffboost" / "spleen" / "prepared"),
+            str(out),
+            "--config",
+            str(REPO / "config.yaml"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.read_text() == (demo_run / "results" / "diffboost" / "spleen" / "splits.json").read_text()
+    assert Path(out).stat().st_size > 0
