@@ -1,0 +1,39 @@
+# Two commands on a fresh machine:
+#   make demo   creates the environment if missing and runs the pipeline on the demo data
+#   make test   creates the environment if missing and runs lint + the test suite
+VENV ?= .venv
+PYTHON ?= python3
+# The CPU wheel of torch; GPU users: install your CUDA build of torch into the venv first
+# (or set TORCH to its requirement) — see README.
+TORCH ?= torch==2.13.0
+CORES ?= 2
+BIN := $(VENV)/bin
+
+.PHONY: env demo test lint clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -c constraints.txt -r requirements.txt "$(TORCH)"
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . || $(BIN)/pip install --quiet --no-deps -e .
+	# nnunetv2 -> timm -> a CUDA-linked torchvision that breaks `import diffusers`; nothing here needs either.
+	$(BIN)/pip uninstall --quiet -y torchvision timm
+	touch $@
+
+demo: env
+	$(BIN)/snakemake --cores $(CORES)
+
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/snakemake --lint
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf results logs benchmarks resources/demo .snakemake
