@@ -56,12 +56,28 @@ def _holdout(
     return chosen
 
 
-def _fold_record(fold: int, table: pd.DataFrame, group_column: str, roles: dict[str, set[str]]) -> dict:
+def _fold_record(
+    fold: int,
+    cases: pd.DataFrame,
+    group_column: str,
+    development: Sequence[str],
+    test: set[str],
+    val_fraction: float,
+    seed: int,
+    strata: dict[str, str] | None = None,
+) -> dict:
+    """Hold validation groups out of ``development`` and list each role's case ids."""
+    val = _holdout(development, val_fraction, _rng(seed, "val", fold), strata)
+    roles = {"train": set(development) - val, "val": val, "test": test}
+    groups = cases[group_column].astype(str)
     record = {"fold": fold}
-    groups = table[group_column].astype(str)
     for role in ASSIGNED_ROLES:
-        record[role] = table.case_id[groups.isin(roles[role])].astype(str).tolist()
+        record[role] = cases.case_id[groups.isin(roles[role])].astype(str).tolist()
     return record
+
+
+def _split_file(scheme: str, group_column: str, seed: int, folds: list[dict]) -> dict:
+    return {"scheme": scheme, "group_column": group_column, "seed": seed, "folds": folds}
 
 
 def kfold_splits(
@@ -89,10 +105,8 @@ def kfold_splits(
         test = set(groups[start : start + size])
         start += size
         development = [g for g in groups if g not in test]
-        val = _holdout(development, val_fraction, _rng(seed, "val", fold))
-        roles = {"test": test, "val": val, "train": set(development) - val}
-        folds.append(_fold_record(fold, cases, group_column, roles))
-    return {"scheme": f"{n_folds}-fold", "group_column": group_column, "seed": seed, "folds": folds}
+        folds.append(_fold_record(fold, cases, group_column, development, test, val_fraction, seed))
+    return _split_file(f"{n_folds}-fold", group_column, seed, folds)
 
 
 def official_splits(
@@ -108,10 +122,8 @@ def official_splits(
     train_groups = _ordered_groups(cases[official == "train"], group_column)
     test_groups = set(_ordered_groups(cases[official == "test"], group_column))
     strata = _strata(cases, group_column, stratify_column)
-    val = _holdout(train_groups, val_fraction, _rng(seed, "val", 0), strata)
-    roles = {"test": test_groups, "val": val, "train": set(train_groups) - val}
-    fold = _fold_record(0, cases, group_column, roles)
-    return {"scheme": "official", "group_column": group_column, "seed": seed, "folds": [fold]}
+    fold = _fold_record(0, cases, group_column, train_groups, test_groups, val_fraction, seed, strata)
+    return _split_file("official", group_column, seed, [fold])
 
 
 def holdout_splits(
@@ -127,10 +139,8 @@ def holdout_splits(
     strata = _strata(cases, group_column, stratify_column)
     test = _holdout(groups, test_fraction, _rng(seed, "test", 0), strata)
     development = [g for g in groups if g not in test]
-    val = _holdout(development, val_fraction, _rng(seed, "val", 0), strata)
-    roles = {"test": test, "val": val, "train": set(development) - val}
-    fold = _fold_record(0, cases, group_column, roles)
-    return {"scheme": "holdout", "group_column": group_column, "seed": seed, "folds": [fold]}
+    fold = _fold_record(0, cases, group_column, development, test, val_fraction, seed, strata)
+    return _split_file("holdout", group_column, seed, [fold])
 
 
 def _strata(cases: pd.DataFrame, group_column: str, stratify_column: str | None) -> dict[str, str] | None:
