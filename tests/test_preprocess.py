@@ -53,7 +53,8 @@ def test_prepare_segmentation_keeps_patients_and_flags_positive_slices(config, d
     slices = pd.read_csv(tmp_path / "prepared" / "slices.tsv", sep="\t")
     assert len(cases) == config["demo"]["spleen"]["patients"] == meta["n_cases"]
     assert len(slices) == cases.n_slices.sum()
-    assert slices.groupby("case_id").size().sort_index().tolist() == cases.set_index("case_id").n_slices.sort_index().tolist()
+    slices_per_case = slices.groupby("case_id").size().sort_index()
+    assert slices_per_case.tolist() == cases.set_index("case_id").n_slices.sort_index().tolist()
     assert (slices.positive == (slices.foreground_pixels > 20)).all()
     assert 0 < slices.positive.sum() < len(slices), "the demo must exercise positive-slice selection"
     first = cases.iloc[0]
