@@ -119,8 +119,3 @@ def _check_references(config: dict) -> None:
         problems.append(f"config: diffboost.clip_percentiles: {low} must be below {high}")
     if problems:
         raise ConfigError("\n".join(problems))
-
-
-def label_merge(dataset: dict) -> dict[int, int]:
-    """The dataset's ``label_merge`` with integer keys."""
-    return {int(raw): int(merged) for raw, merged in dataset.get("label_merge", {}).items()}

@@ -79,6 +79,7 @@ def prepare_segmentation(
     dataset = segmentation_dataset(entry)
     refs = dataset.cases()
     floor = ct_intensity_floor if entry.get("modality") == "CT" else None
+    volume = entry["format"] == "msd"  # 2D images are always kept whole
     case_rows, slice_rows = [], []
     with atomic_output(out_dir, directory=True) as tmp:
         (tmp / "arrays").mkdir()
@@ -87,7 +88,6 @@ def prepare_segmentation(
             image = normalize_slices(case.image, image_size, clip_percentiles, floor)
             mask = resize_masks(case.mask, image_size)
             np.savez_compressed(tmp / "arrays" / f"{ref.case_id}.npz", image=image, mask=mask, mask_native=case.mask)
-            volume = entry["format"] == "msd"
             foreground = (mask > 0).reshape(mask.shape[0], -1).sum(axis=1)
             case_rows.append(
                 {

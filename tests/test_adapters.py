@@ -157,11 +157,20 @@ def _first_training(root):
     return root / entry["image"], root / entry["label"]
 
 
+def _edit_nifti(path, edit):
+    image = nib.load(path)
+    nib.save(nib.Nifti1Image(edit(np.asarray(image.dataobj).copy()), image.affine), path)
+
+
+def _edit_mat(path, edit):
+    mat = {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
+    edit(mat)
+    scipy.io.savemat(path, mat)
+
+
 def msd_4d_image(root):
     image_path, _ = _first_training(root)
-    image = nib.load(image_path)
-    data = np.asarray(image.dataobj)
-    nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), image.affine), image_path)
+    _edit_nifti(image_path, lambda data: np.stack([data, data], axis=-1))
     return image_path, "4D image where 3D is expected"
 
 
@@ -173,17 +182,18 @@ def msd_corrupt_image(root):
 
 def msd_shape_mismatch(root):
     _, label_path = _first_training(root)
-    label = nib.load(label_path)
-    nib.save(nib.Nifti1Image(np.asarray(label.dataobj)[:-2], label.affine), label_path)
+    _edit_nifti(label_path, lambda data: data[:-2])
     return label_path, "shape mismatch"
 
 
 def msd_label_values(root):
     _, label_path = _first_training(root)
-    label = nib.load(label_path)
-    data = np.asarray(label.dataobj).copy()
-    data[0, 0, 0] = 3
-    nib.save(nib.Nifti1Image(data, label.affine), label_path)
+
+    def add_label_3(data):
+        data[0, 0, 0] = 3
+        return data
+
+    _edit_nifti(label_path, add_label_3)
     return label_path, "label values [3] outside the declared set [0, 1]"
 
 
@@ -219,24 +229,19 @@ def nuclei_corrupt_label(root):
 
 def nuclei_shape_mismatch(root):
     _, label = _tile(root)
-    mat = scipy.io.loadmat(label)
-    mat["inst_map"] = mat["inst_map"][:-1]
-    scipy.io.savemat(label, {k: v for k, v in mat.items() if not k.startswith("__")})
+    _edit_mat(label, lambda mat: mat.update(inst_map=mat["inst_map"][:-1]))
     return label, "shape mismatch"
 
 
 def nuclei_type_values(root):
     _, label = _tile(root)
-    mat = scipy.io.loadmat(label)
-    mat["inst_type"][0, 0] = 42
-    scipy.io.savemat(label, {k: v for k, v in mat.items() if not k.startswith("__")})
+    _edit_mat(label, lambda mat: mat["inst_type"].__setitem__((0, 0), 42))
     return label, "inst_type values [42] outside the declared set"
 
 
 def nuclei_missing_key(root):
     _, label = _tile(root)
-    mat = scipy.io.loadmat(label)
-    scipy.io.savemat(label, {k: v for k, v in mat.items() if not k.startswith("__") and k != "type_map"})
+    _edit_mat(label, lambda mat: mat.pop("type_map"))
     return label, "missing key 'type_map'"
 
 
