@@ -1,0 +1,139 @@
+import json
+import time
+
+import numpy as np
+import pytest
+
+from medaug.errors import MedaugError
+from medaug.nnunet import (
+    TRAINER_DIR,
+    nnunet_env,
+    plan_and_preprocess,
+    predict,
+    read_nifti_2d,
+    read_plans,
+    reuse_plans,
+    run_cli,
+    train,
+    write_dataset,
+    write_splits,
+)
+
+LABELS = {"background": 0, "disk": 1}
+
+
+def disk_case(rng: np.random.Generator, shape=(32, 32)) -> tuple[np.ndarray, np.ndarray]:
+    """A bright disk at a random place on noise, and its mask."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    radius = rng.uniform(4, 8)
+    centre = rng.uniform(radius, np.array(shape) - radius)
+    mask = ((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2).astype(np.uint8)
+    image = (rng.normal(0, 0.3, size=shape) + 2.0 * mask).astype(np.float32)
+    return image, mask
+
+
+def test_nnunet_env_sets_folders_threads_trainer_and_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDAUG_NNUNET_EPOCHS", "77")  # must not leak into runs that did not ask
+    env = nnunet_env(tmp_path, threads=3)
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        assert env[name] == str((tmp_path / name).resolve()) and (tmp_path / name).is_dir()
+    assert env["nnUNet_def_n_proc"] == "3" and env["OMP_NUM_THREADS"] == "3"
+    assert env["nnUNet_extTrainer"] == str(TRAINER_DIR)
+    assert (TRAINER_DIR / "nnUNetTrainer_medaug.py").is_file() and not (TRAINER_DIR / "__init__.py").exists()
+    assert "nnUNet_n_proc_DA" not in env and "MEDAUG_NNUNET_EPOCHS" not in env
+
+    settings = {"epochs": 1, "iters": 2, "val_iters": 1, "batch": 2, "skip_final_val": True}
+    env = nnunet_env(tmp_path, training=True, trainer_settings=settings)
+    assert env["nnUNet_n_proc_DA"] == "0"
+    assert env["MEDAUG_NNUNET_EPOCHS"] == "1" and env["MEDAUG_NNUNET_ITERS"] == "2"
+    assert env["MEDAUG_NNUNET_VAL_ITERS"] == "1" and env["MEDAUG_NNUNET_BATCH"] == "2"
+    assert env["MEDAUG_NNUNET_SKIP_FINAL_VAL"] == "1"
+    # None keeps nnU-Net's default.
+    assert "MEDAUG_NNUNET_BATCH" not in nnunet_env(tmp_path, training=True, trainer_settings={"batch": None})
+    with pytest.raises(MedaugError, match="unknown"):
+        nnunet_env(tmp_path, training=True, trainer_settings={"epoch": 1})
+
+
+def test_run_cli_failure_names_the_command(tmp_path):
+    env = nnunet_env(tmp_path)
+    log_file = tmp_path / "logs" / "verify.log"
+    with pytest.raises(MedaugError, match="nnU-Net verify failed") as info:
+        run_cli("verify", ["-d", "999"], env, log_file)
+    # The message points at the log and carries its tail (nnU-Net's own complaint).
+    assert str(log_file) in str(info.value) and "Could not find a dataset with the ID 999" in str(info.value)
+    with pytest.raises(MedaugError, match="nnU-Net bogus failed"):
+        run_cli("bogus", [], env)
+    with pytest.raises(MedaugError, match="nnU-Net verify timed out"):
+        run_cli("verify", ["-d", "999"], env, timeout=0.5)
+
+
+def test_write_dataset_rejects_bad_cases(tmp_path):
+    image = np.zeros((8, 8), np.float32)
+    with pytest.raises(MedaugError, match="mask values"):
+        write_dataset(tmp_path, 5, "Bad", [("c1", image, np.full((8, 8), 2, np.uint8))], LABELS)
+    with pytest.raises(MedaugError, match="mask shape"):
+        write_dataset(tmp_path, 5, "Bad", [("c1", image, np.zeros((8, 9), np.uint8))], LABELS)
+    with pytest.raises(MedaugError, match="background"):
+        write_dataset(tmp_path, 5, "Bad", [("c1", image, np.zeros((8, 8), np.uint8))], {"disk": 1})
+    assert not list(tmp_path.iterdir())
+
+
+def test_nnunet_end_to_end_with_reused_plans_and_custom_split(tmp_path):
+    """Real-only dataset A is planned; A+synthetic dataset B reuses A's plans, trains one
+    tiny fold on our split through nnUNetTrainer_medaug, and predicts held-out images."""
+    rng = np.random.default_rng(0)
+    real = [(f"real{i:02d}", *disk_case(rng)) for i in range(10)]
+    synthetic = [(f"syn{i:02d}", *disk_case(rng)) for i in range(4)]
+    # Not square, and not the training size: predictions must keep the input's layout.
+    test = [(f"test{i}", disk_case(rng, shape=(32, 40))[0]) for i in range(2)]
+    timings = {}
+
+    def timed(step, call, *args, **kwargs):
+        start = time.perf_counter()
+        result = call(*args, **kwargs)
+        timings[step] = round(time.perf_counter() - start, 1)
+        return result
+
+    env = nnunet_env(tmp_path, threads=2)
+    raw = tmp_path / "nnUNet_raw"
+    logs = tmp_path / "logs"
+    write_dataset(raw, 1, "Real", real, LABELS)
+    dataset_b = write_dataset(raw, 2, "RealSyn", real + synthetic, LABELS, test_cases=test)
+
+    timed("plan_and_preprocess A", plan_and_preprocess, 1, env, logs / "plan_A.log")
+    timed("reuse_plans B", reuse_plans, 1, 2, env, logs / "plans_B.log")
+    plans_a, plans_b = read_plans(env["nnUNet_preprocessed"], 1), read_plans(env["nnUNet_preprocessed"], 2)
+    assert plans_b.pop("dataset_name") == "Dataset002_RealSyn" and plans_a.pop("dataset_name") == "Dataset001_Real"
+    assert plans_a == plans_b
+
+    split = [{"train": [c[0] for c in real[:8] + synthetic], "val": [c[0] for c in real[8:]]}]
+    splits_file = write_splits(env["nnUNet_preprocessed"], 2, split)
+
+    settings = {"epochs": 1, "iters": 2, "val_iters": 1, "batch": 2, "skip_final_val": True}
+    train_env = nnunet_env(tmp_path, threads=2, training=True, trainer_settings=settings)
+    fold_dir = timed("train B fold 0", train, 2, 0, train_env, log_file=logs / "train_B.log")
+    assert fold_dir.parent.name == "nnUNetTrainer_medaug__nnUNetPlans__2d" and fold_dir.name == "fold_0"
+
+    out = tmp_path / "predictions"
+    timed("predict", predict, dataset_b / "imagesTs", out, 2, 0, env, log_file=logs / "predict_B.log")
+    print("nnU-Net step timings (s):", timings)
+
+    for case_id, image in test:
+        prediction = read_nifti_2d(out / f"{case_id}.nii.gz")
+        assert prediction.shape == image.shape
+        assert set(np.unique(prediction).tolist()) <= {0, 1}
+
+    # nnU-Net used our split file as written (it would otherwise create its own 5-fold split).
+    assert json.loads(splits_file.read_text()) == split
+    assert not any(c.startswith("syn") for fold in json.loads(splits_file.read_text()) for c in fold["val"])
+    (training_log,) = fold_dir.glob("training_log_*.txt")
+    trainer_log = training_log.read_text()
+    assert "Using splits from existing split file" in trainer_log
+    assert "This split has 12 training and 2 validation cases" in trainer_log
+    assert "epochs=1, iterations/epoch=2, val iterations/epoch=1, batch size=2" in trainer_log
+    assert "final validation skipped" in trainer_log and not (fold_dir / "validation").exists()
+    # Found through nnUNet_extTrainer, as the (crashing-without-timm) stock lookup was passed.
+    assert "Using trainer 'nnUNetTrainer_medaug' from:" in (logs / "train_B.log").read_text()
+
+    for checkpoint in tmp_path.rglob("*.pth"):
+        checkpoint.unlink()
