@@ -1,0 +1,362 @@
+"""DiffBoost's downstream arm: a MONAI 2D segmenter trained with the random merging mask.
+
+Each training item is a real slice plus one synthetic variant of it, drawn uniformly from
+the slice's pool of ``ratio`` synthetic images; both share the real mask. The network
+sees both images, and the loss is DiceCE of the predictions merged patch-wise by a
+Bernoulli(alpha) mask (1 = the real image's prediction) against the shared label
+(spec §1.4). The baseline and classical-augmentation arms of the paper train the same
+network on real slices only (they crash in the official code; here they run).
+
+Two protocols are produced, each from its own training run:
+- ``paper``: train on the fold's development (train + val) slices, select the epoch on
+  the test fold's positive slices, score the positive slices of each test case;
+- ``clean``: train on the train slices, select on the inner validation slices, score
+  each test case's full volume at native resolution.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from medaug.evaluation import case_metrics, resize_nearest
+from medaug.splits import role_cases
+
+log = logging.getLogger(__name__)
+
+CLASSICAL_AUGMENTATIONS = (
+    "RandomContrast",
+    "RandomGamma",
+    "RandomBrightness",
+    "RandomNoise",
+    "RandomResolution",
+    "RandomMirror",
+    "RandomRotate",
+    "RandomScale",
+)
+DIFFUSION_AUGMENTATIONS = ("DiffBoost", "DiffBoostPlus")
+PROTOCOL_ROLES = {"paper": ("development", "test"), "clean": ("train", "val")}  # (train on, select on)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One downstream experiment: network, augmentation arm and merging-mask settings."""
+
+    architecture: str
+    augmentation: str  # "none", a classical arm, "DiffBoost" or "DiffBoostPlus"
+    ratio: int = 0  # synthetic pool per real slice; 0 for arms without synthetic data
+    patch_size: int = 64
+    alpha: float = 0.6
+
+
+def build_network(architecture: str, image_size: int, channels: list[int], strides: list[int]) -> torch.nn.Module:
+    """2D MONAI network with 1 input channel and 2 output classes (background, foreground)."""
+    from monai.networks import nets
+
+    if architecture == "AttentionUnet":
+        return nets.AttentionUnet(spatial_dims=2, in_channels=1, out_channels=2, channels=channels, strides=strides)
+    if architecture in ("UNet", "ResUNet"):
+        residual_units = 2 if architecture == "ResUNet" else 0
+        return nets.UNet(2, 1, 2, channels=channels, strides=strides, num_res_units=residual_units)
+    if architecture == "UNETR":
+        return nets.UNETR(
+            1, 2, img_size=image_size, spatial_dims=2, feature_size=16, hidden_size=384, mlp_dim=768, num_heads=6
+        )
+    if architecture == "SwinUNETR":
+        return nets.SwinUNETR(1, 2, spatial_dims=2, feature_size=24)
+    raise ValueError(f"unknown architecture '{architecture}'")
+
+
+def random_merging_mask(
+    batch: int, height: int, width: int, patch_size: int, alpha: float, generator: torch.Generator
+) -> torch.Tensor:
+    """(batch, 1, height, width) float mask of patch_size × patch_size cells, each 1 with
+    probability ``alpha`` (take the real image's prediction) and 0 otherwise."""
+    cells = (batch, 1, math.ceil(height / patch_size), math.ceil(width / patch_size))
+    grid = (torch.rand(cells, generator=generator) < alpha).float()
+    return grid.repeat_interleave(patch_size, dim=2).repeat_interleave(patch_size, dim=3)[:, :, :height, :width]
+
+
+# --- augmentations (batchgenerators parameters of the official arms) --------------------
+
+
+def _affine(
+    images: list[torch.Tensor], angle: torch.Tensor, scale: torch.Tensor, flips: torch.Tensor
+) -> list[torch.Tensor]:
+    """Apply one random rotation/scale/flip per sample to several aligned batches; the
+    last batch is the label map and is resampled by nearest neighbour."""
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.zeros(len(angle), 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    theta[:, 0, :2] *= flips[:, 1:2]
+    theta[:, 1, :2] *= flips[:, 0:1]
+    grid = F.affine_grid(theta, list(images[0].shape), align_corners=False)
+    out = [
+        F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1 for x in images[:-1]
+    ]
+    out.append(F.grid_sample(images[-1], grid, mode="nearest", padding_mode="zeros", align_corners=False))
+    return out
+
+
+def _spatial(name: str, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample rotation, scale and flips. DiffBoostPlus uses nnU-Net v1's 2D spatial
+    defaults (rotation ±180° and scale 0.85-1.25, each with p 0.2; mirroring per axis),
+    as the official `spatial_aug` does."""
+    angle, scale, flips = torch.zeros(n), torch.ones(n), torch.ones(n, 2)
+    if name == "RandomRotate":
+        angle = (torch.rand(n, generator=g) * 2 - 1) * math.radians(5)
+    elif name == "RandomScale":
+        scale = 0.95 + 0.1 * torch.rand(n, generator=g)
+    elif name == "DiffBoostPlus":
+        angle = torch.where(torch.rand(n, generator=g) < 0.2, (torch.rand(n, generator=g) * 2 - 1) * math.pi, 0.0)
+        scale = torch.where(torch.rand(n, generator=g) < 0.2, 0.85 + 0.4 * torch.rand(n, generator=g), 1.0)
+    if name in ("RandomMirror", "DiffBoostPlus"):
+        flip_sample = torch.rand(n, generator=g) < (0.75 if name == "RandomMirror" else 1.0)
+        flip_axes = torch.rand(n, 2, generator=g) < 0.5
+        flips = torch.where(flip_sample[:, None] & flip_axes, -1.0, 1.0)
+    return angle, scale, flips
+
+
+def _intensity(name: str, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    if name == "RandomContrast":
+        factor = 0.75 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+        return torch.maximum(torch.minimum((x - mean) * factor + mean, high), low)
+    if name == "RandomGamma":
+        gamma = 0.7 + 0.8 * torch.rand(n, 1, 1, 1, generator=g)
+        low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+        unit = (x - low) / (high - low + 1e-7)
+        return unit**gamma * (high - low) + low
+    if name == "RandomBrightness":
+        return x + 0.5 * torch.randn(n, 1, 1, 1, generator=g)
+    if name == "RandomNoise":
+        variance = 0.05 * torch.rand(n, 1, 1, 1, generator=g)
+        return x + variance.sqrt() * torch.randn(x.shape, generator=g)
+    if name == "RandomResolution":
+        out = x.clone()
+        for i in range(n):
+            if torch.rand(1, generator=g) < 0.5:
+                sigma = 0.5 + torch.rand(1, generator=g).item()
+                radius = max(1, int(3 * sigma))
+                taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / sigma) ** 2)
+                taps = (taps / taps.sum()).float()
+                row = F.conv2d(F.pad(x[i : i + 1], (radius, radius, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
+                out[i : i + 1] = F.conv2d(F.pad(row, (0, 0, radius, radius), mode="replicate"), taps.view(1, 1, -1, 1))
+        return out
+    return x
+
+
+def _minmax(x: torch.Tensor) -> torch.Tensor:
+    """Per-image min-max scaling to [-1, 1], applied after augmentation (official pipeline)."""
+    low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+    return 2 * (x - low) / (high - low + 1e-7) - 1
+
+
+def augment(
+    name: str, real: torch.Tensor, synthetic: torch.Tensor | None, label: torch.Tensor, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One arm's augmentation; spatial transforms move image(s) and label together."""
+    if name in ("RandomRotate", "RandomScale", "RandomMirror", "DiffBoostPlus"):
+        params = _spatial(name, real.shape[0], g)
+        batches = [real] + ([synthetic] if synthetic is not None else []) + [label]
+        moved = _affine(batches, *params)
+        real, label = moved[0], moved[-1]
+        synthetic = moved[1] if synthetic is not None else None
+    real = _intensity(name, real, g)
+    return _minmax(real), (_minmax(synthetic) if synthetic is not None else None), label
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+class SliceData:
+    """A prepared DiffBoost dataset in memory: arrays per case, the slice table, and the
+    synthetic pool per slice (from a sampling manifest)."""
+
+    def __init__(self, prepared_dir: str | Path, synthetic_dir: str | Path | None = None, ratio: int = 0):
+        prepared = Path(prepared_dir)
+        self.slices = pd.read_csv(prepared / "slices.tsv", sep="\t", dtype={"case_id": str, "patient_id": str})
+        self.cases = pd.read_csv(prepared / "cases.tsv", sep="\t", dtype={"case_id": str, "patient_id": str})
+        self.arrays = {case: dict(np.load(prepared / "arrays" / f"{case}.npz")) for case in self.cases.case_id}
+        self.pool: dict[str, np.ndarray] = {}
+        if synthetic_dir is not None and ratio > 0:
+            from medaug.diffboost import load_synthetic_pool
+
+            self.pool = load_synthetic_pool(synthetic_dir, ratio)
+
+    def positive_slices(self, cases: set[str]) -> pd.DataFrame:
+        chosen = self.slices[self.slices.case_id.isin(cases) & self.slices.positive]
+        return chosen.reset_index(drop=True)
+
+    def images(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        image = np.stack([self.arrays[r.case_id]["image"][r.slice_index] for r in rows.itertuples()])
+        mask = np.stack([self.arrays[r.case_id]["mask"][r.slice_index] for r in rows.itertuples()])
+        return image.astype(np.float32), (mask > 0).astype(np.int64)
+
+
+@torch.inference_mode()
+def predict(network: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """(N, H, W) images in [-1, 1] -> (N, H, W) uint8 foreground masks."""
+    network.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start : start + batch_size, None])
+        out.append(network(x).argmax(dim=1).to(torch.uint8).numpy())
+    network.train()
+    return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), dtype=np.uint8)
+
+
+def quick_dice(prediction: np.ndarray, label: np.ndarray) -> float:
+    """Mean per-slice foreground Dice, for model selection (empty/empty counts as 1)."""
+    inter = (prediction * label).reshape(len(label), -1).sum(1)
+    total = prediction.reshape(len(label), -1).sum(1) + label.reshape(len(label), -1).sum(1)
+    return float(np.mean(np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)))
+
+
+def _train_one(
+    data: SliceData,
+    train_rows: pd.DataFrame,
+    select_rows: pd.DataFrame,
+    variant: Variant,
+    settings: dict,
+    image_size: int,
+    seed: int,
+    desc: str,
+) -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    network = build_network(variant.architecture, image_size, settings["channels"], settings["strides"])
+    optimizer = torch.optim.AdamW(network.parameters(), lr=settings["learning_rate"])
+    from monai.losses import DiceCELoss
+
+    loss_fn = DiceCELoss(softmax=True, to_onehot_y=True, include_background=False)
+    images, labels = data.images(train_rows)
+    select_images, select_labels = data.images(select_rows)
+    uses_synthetic = variant.augmentation in DIFFUSION_AUGMENTATIONS
+    if uses_synthetic:
+        missing = sorted(set(train_rows.slice_id) - set(data.pool))
+        if missing:
+            raise ValueError(f"no synthetic images for {len(missing)} training slices, e.g. {missing[:3]}")
+        pools = [data.pool[s] for s in train_rows.slice_id]
+    best = {"score": -1.0, "epoch": -1, "state": None}
+    history = []
+    batch_size = settings["batch_size"]
+    for epoch in tqdm(range(settings["epochs"]), desc=desc, unit="epoch", mininterval=5):
+        order = torch.randperm(len(images), generator=g).numpy()
+        losses = []
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            if len(index) < 2:  # BatchNorm cannot train on one sample; it returns next epoch
+                continue
+            x = torch.from_numpy(images[index, None])
+            y = torch.from_numpy(labels[index, None]).float()
+            x_syn = None
+            if uses_synthetic:
+                picks = torch.randint(0, variant.ratio, (len(index),), generator=g).numpy()
+                x_syn = torch.from_numpy(np.stack([pools[i][k] for i, k in zip(index, picks, strict=True)])[:, None])
+            arm = variant.augmentation if variant.augmentation != "DiffBoost" else "none"
+            x, x_syn, y = augment(arm, x, x_syn, y, g)
+            prediction = network(x)
+            if x_syn is not None:
+                merge = random_merging_mask(len(index), *x.shape[2:], variant.patch_size, variant.alpha, g)
+                prediction = merge * prediction + (1 - merge) * network(x_syn)
+            loss = loss_fn(prediction, y.round().long())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        record = {"epoch": epoch, "loss": float(np.mean(losses))}
+        if (epoch + 1) % settings["eval_every"] == 0 or epoch + 1 == settings["epochs"]:
+            score = quick_dice(predict(network, select_images), select_labels)
+            record["selection_dice"] = score
+            if score > best["score"]:
+                best = {"score": score, "epoch": epoch, "state": copy.deepcopy(network.state_dict())}
+        history.append(record)
+    network.load_state_dict(best["state"])
+    return network, {"selected_epoch": best["epoch"], "selection_dice": best["score"], "history": history}
+
+
+def _score_cases(
+    data: SliceData, network: torch.nn.Module, cases: list[str], protocol: str
+) -> tuple[list[dict], list[str]]:
+    rows, skipped = [], []
+    for case in cases:
+        info = data.cases.set_index("case_id").loc[case]
+        arrays = data.arrays[case]
+        case_slices = data.slices[data.slices.case_id == case]
+        if protocol == "paper":
+            case_slices = case_slices[case_slices.positive]
+            if case_slices.empty:
+                skipped.append(case)
+                continue
+        index = case_slices.slice_index.to_numpy()
+        prediction = resize_nearest(
+            predict(network, arrays["image"][index]), int(info.native_rows), int(info.native_cols)
+        )
+        label = arrays["mask_native"][index]
+        spacing = (info.spacing_slice, info.spacing_row, info.spacing_col)
+        if len(index) == 1:  # a 2D image is scored in 2D
+            prediction, label, spacing = prediction[0], label[0], spacing[1:]
+        rows.append({"case_id": case, "n_slices": len(index), **case_metrics(prediction, label, spacing)})
+    return rows, skipped
+
+
+def train_and_evaluate(
+    prepared_dir: str | Path,
+    splits: dict,
+    fold: int,
+    variant: Variant,
+    settings: dict,
+    image_size: int,
+    seed: int,
+    synthetic_dir: str | Path | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Train the variant under each protocol in ``settings['protocols']`` and score the
+    fold's real test cases. Returns per-case metrics (long table) and a training record."""
+    data = SliceData(prepared_dir, synthetic_dir, variant.ratio)
+    test_cases = sorted(role_cases(splits, fold, "test"))
+    frames, record = [], {"variant": variant.__dict__, "seed": seed, "fold": fold, "protocols": {}}
+    for protocol in settings["protocols"]:
+        train_role, select_role = PROTOCOL_ROLES[protocol]
+        train_rows = data.positive_slices(role_cases(splits, fold, train_role))
+        select_rows = data.positive_slices(role_cases(splits, fold, select_role))
+        started = time.time()
+        network, summary = _train_one(data, train_rows, select_rows, variant, settings, image_size, seed, protocol)
+        rows, skipped = _score_cases(data, network, test_cases, protocol)
+        if skipped:
+            log.info(
+                "%s protocol: %d test case(s) without positive slices are not scored: %s",
+                protocol,
+                len(skipped),
+                skipped,
+            )
+        summary.update(
+            {"train_slices": len(train_rows), "selection_slices": len(select_rows), "unscored_cases": skipped}
+        )
+        summary["wall_s"] = round(time.time() - started, 2)
+        record["protocols"][protocol] = summary
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "protocol", protocol)
+        frames.append(frame)
+        log.info(
+            "%s protocol: selected epoch %d, mean test Dice %.3f",
+            protocol,
+            summary["selected_epoch"],
+            frame.dice.mean(),
+        )
+    metrics = pd.concat(frames, ignore_index=True)
+    metrics.insert(0, "seed", seed)
+    metrics.insert(0, "fold", fold)
+    return metrics, record
