@@ -1,0 +1,236 @@
+"""DiffBoost's generator: no-leak inputs, fine-tuning (killed and resumed), per-ratio
+sampling with reuse and exact manifest counts."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from medaug.config import validate_config
+from medaug.diffboost import (
+    development_slices,
+    finetune_controlnet,
+    load_synthetic_pool,
+    sample_synthetic,
+    write_conditions,
+)
+from medaug.pipeline import controlnet_settings, sampling_settings
+from medaug.preprocess import prepare_segmentation
+from medaug.splits import LeakageError, make_splits, role_cases
+
+from .conftest import REPO, entry_for
+
+SPLITS = {"scheme": "kfold", "n_folds": 3, "shuffle": False, "val_fraction": 0.2, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def demo_config():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["diffboost"]["controlnet"].update(max_steps=4, checkpointing_steps=2, batch_size=4)
+    config["diffboost"]["sampling"].update(ddim_steps=2, batch_size=16)
+    return validate_config(config)
+
+
+@pytest.fixture(scope="module")
+def spleen(demo_config, demo_root, tmp_path_factory):
+    """The demo spleen dataset prepared at the demo size, with conditions and splits."""
+    base = tmp_path_factory.mktemp("diffboost") / "spleen"
+    entry = entry_for(demo_config, "spleen", demo_root / "Task09_Spleen")
+    prepare_segmentation("spleen", entry, base / "prepared", 32, (0.5, 99.5), -256, 5)
+    write_conditions(base / "prepared", base / "conditions", None, 1.0)
+    splits = make_splits("spleen", base / "prepared", "segmentation", SPLITS)
+    (base / "splits.json").write_text(json.dumps(splits))
+    return base, splits
+
+
+@pytest.fixture(scope="module")
+def model(demo_config, spleen):
+    base, splits = spleen
+    settings = controlnet_settings(demo_config, "spleen")
+    torch.set_num_threads(1)
+    info = finetune_controlnet(
+        base / "prepared", base / "conditions", splits, 0, out_dir=base / "model", state_dir=base / "state", **settings
+    )
+    return base / "model", info
+
+
+def test_generator_inputs_never_include_a_test_patient(spleen, model):
+    base, splits = spleen
+    slices = pd.read_csv(base / "prepared" / "slices.tsv", sep="\t", dtype={"case_id": str, "patient_id": str})
+    test_patients = set(slices.patient_id[slices.case_id.isin(role_cases(splits, 0, "test"))])
+    _, info = model
+    trained_on = slices[slices.slice_id.isin(info["train_slices"])]
+    assert len(trained_on) == len(info["train_slices"]) > 0
+    assert test_patients.isdisjoint(trained_on.patient_id)
+    assert trained_on.positive.all()
+
+
+def test_development_slices_refuses_a_leaking_split(spleen):
+    base, splits = spleen
+    leaking = json.loads(json.dumps(splits))
+    leaking["folds"][0]["train"].append(leaking["folds"][0]["test"][0])
+    with pytest.raises(LeakageError):
+        development_slices(base / "prepared", leaking, 0)
+
+
+def test_conditions_record_the_edge_method(spleen):
+    base, _ = spleen
+    meta = json.loads((base / "conditions" / "meta.json").read_text())
+    assert meta["method"] == "canny" and meta["hed_weights"] is None
+    condition = np.load(next((base / "conditions").glob("*.npz")))["condition"]
+    assert condition.shape[1:] == (32, 32) and condition.min() >= 0 and condition.max() <= 1
+
+
+def test_model_folder_is_a_save_pretrained_layout(model):
+    from diffusers import ControlNetModel
+
+    folder, info = model
+    assert {"controlnet", "unet", "text_encoder", "tokenizer", "scheduler"} <= {p.name for p in folder.iterdir()}
+    ControlNetModel.from_pretrained(folder / "controlnet", local_files_only=True)
+    assert info["training"]["steps"] == 4 and info["pixel_space"]
+
+
+def test_sampling_reuses_smaller_ratios_and_counts_exactly(demo_config, spleen, model):
+    base, splits = spleen
+    folder, _ = model
+    sampling = sampling_settings(demo_config)
+    inputs = (folder, base / "prepared", base / "conditions", splits, 0)
+    first = sample_synthetic(*inputs, 1, None, sampling, base / "syn" / "ratio1")
+    second = sample_synthetic(*inputs, 2, base / "syn" / "ratio1", sampling, base / "syn" / "ratio2")
+    sources = development_slices(base / "prepared", splits, 0)
+    assert len(first) == len(sources) and len(second) == 2 * len(sources)
+    assert set(second.source_slice_id) == set(sources.slice_id)
+    assert (second.groupby("source_slice_id").k.apply(sorted).apply(list) == [[1, 2]] * len(sources)).all()
+    counts = json.loads((base / "syn" / "ratio2" / "counts.json").read_text())
+    assert counts["new_images"] == len(sources) and counts["reused_images"] == len(sources)
+    # Ratio 2 reuses ratio 1's images (same files, same seeds) instead of regenerating them.
+    reused = second[second.k == 1]
+    assert set(reused.file) == {"ratio1/samples.npz"}
+    assert reused.set_index("synthetic_id").seed.equals(first.set_index("synthetic_id").seed.loc[reused.synthetic_id])
+    pool = load_synthetic_pool(base / "syn" / "ratio2", 2)
+    assert set(pool) == set(sources.slice_id)
+    some = next(iter(pool.values()))
+    assert some.shape == (2, 32, 32) and np.isfinite(some).all() and np.abs(some).max() <= 1
+    # No test-fold slice is a sampling condition.
+    test = set(role_cases(splits, 0, "test"))
+    assert test.isdisjoint(second.case_id)
+
+
+def test_killed_finetuning_resumes_from_its_checkpoint(demo_config, spleen, tmp_path):
+    base, _ = spleen
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["diffboost"]["controlnet"].update(max_steps=40, checkpointing_steps=4, batch_size=4)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    state = tmp_path / "state"
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "finetune_controlnet.py"),
+        "spleen",
+        "0",
+        str(base),
+        str(tmp_path / "model"),
+        str(state),
+        "--config",
+        str(tmp_path / "config.yaml"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not any(state.glob("checkpoint-*")) and time.time() < deadline and first.poll() is None:
+        time.sleep(0.5)
+    assert any(state.glob("checkpoint-*")), "no checkpoint appeared before the deadline"
+    first.send_signal(signal.SIGKILL)  # as a SLURM time limit would
+    first.wait(timeout=30)
+    killed_at = max(int(p.name.split("-")[1]) for p in state.glob("checkpoint-*"))
+    assert killed_at < 40 and not (tmp_path / "model").exists()
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"resuming from checkpoint-{killed_at}" in second.stderr
+    info = json.loads((tmp_path / "model" / "medaug_model.json").read_text())
+    assert info["training"]["resumed_from"] == killed_at
+    assert info["training"]["steps_run"] == 40 - killed_at  # at most one interval was lost
+
+
+def test_pretrained_stable_diffusion_layout_trains_in_latent_space(demo_config, spleen, tmp_path):
+    """The real-weights path: a (tiny) Stable Diffusion folder in diffusers layout with a
+    VAE, loaded locally; only the ControlNet trains and is exported."""
+    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+
+    from medaug.diffboost import build_tiny_components
+
+    base, splits = spleen
+    tiny = build_tiny_components(demo_config["diffboost"]["controlnet"]["tiny_model"], 32, ["spleen, ct"], 0)
+    sd = tmp_path / "sd15"
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae.save_pretrained(sd / "vae")
+    unet.save_pretrained(sd / "unet")
+    tiny["text_encoder"].save_pretrained(sd / "text_encoder")
+    tiny["tokenizer"].save_pretrained(sd / "tokenizer")
+    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(sd / "scheduler")
+    # f=2 latents: the control image is embedded down to 16 x 16 by one stride-2 level.
+    ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32)).save_pretrained(tmp_path / "cn")
+
+    settings = controlnet_settings(demo_config, "spleen")
+    settings["settings"] = {
+        **settings["settings"],
+        "pretrained_model": str(sd),
+        "pretrained_controlnet": str(tmp_path / "cn"),
+        "train_unet": False,
+        "max_steps": 2,
+    }
+    torch.set_num_threads(1)
+    info = finetune_controlnet(
+        base / "prepared",
+        base / "conditions",
+        splits,
+        0,
+        out_dir=tmp_path / "model",
+        state_dir=tmp_path / "state",
+        **settings,
+    )
+    assert not info["pixel_space"] and info["base"] == str(sd)
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {"controlnet", "medaug_model.json"}
+    assert torch.equal(  # the locked UNet did not move
+        UNet2DConditionModel.from_pretrained(sd / "unet").conv_in.weight, unet.conv_in.weight
+    )
+    manifest = sample_synthetic(
+        tmp_path / "model",
+        base / "prepared",
+        base / "conditions",
+        splits,
+        0,
+        1,
+        None,
+        sampling_settings(demo_config),
+        tmp_path / "ratio1",
+    )
+    pool = load_synthetic_pool(tmp_path / "ratio1", 1)
+    assert len(pool) == len(manifest) and next(iter(pool.values())).shape == (1, 32, 32)
