@@ -114,6 +114,24 @@ def _check_references(config: dict) -> None:
                     f"config: {paper}.datasets: '{name}' has format "
                     f"'{config['datasets'][name]['format']}', but {paper} needs one of {', '.join(formats)}"
                 )
+    diffboost = config["diffboost"]
+    ratios = diffboost["sampling"]["ratios"]
+    seg_ratio = diffboost["segmentation"]["ratio"]
+    if seg_ratio not in ratios:
+        problems.append(f"config: diffboost.segmentation.ratio: {seg_ratio} is not in sampling.ratios {ratios}")
+    for ratio in diffboost["nnunet"]["ratios"]:
+        if ratio and ratio not in ratios:
+            problems.append(f"config: diffboost.nnunet.ratios: {ratio} is neither 0 nor in sampling.ratios {ratios}")
+    for key in ("ablation_datasets",):
+        for name in diffboost["segmentation"][key]:
+            if name not in diffboost["datasets"]:
+                problems.append(f"config: diffboost.segmentation.{key}: '{name}' is not in diffboost.datasets")
+    for name in diffboost["nnunet"]["datasets"]:
+        if name not in diffboost["datasets"]:
+            problems.append(f"config: diffboost.nnunet.datasets: '{name}' is not in diffboost.datasets")
+    for fold in (diffboost["run_folds"] or []) + diffboost["nnunet"]["folds"]:
+        if fold >= diffboost["folds"]:
+            problems.append(f"config: diffboost: fold {fold} does not exist with folds: {diffboost['folds']}")
     low, high = config["diffboost"]["clip_percentiles"]
     if not low < high:
         problems.append(f"config: diffboost.clip_percentiles: {low} must be below {high}")

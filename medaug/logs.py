@@ -22,10 +22,15 @@ def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> 
     logging.captureWarnings(True)
 
 
-def run_job(job: Callable[[], object], log_path: str | Path | None = None) -> object:
+def run_job(job: Callable[[], object], log_path: str | Path | None = None, threads: int | None = None) -> object:
     """Run ``job`` with logging set up; a MedaugError ends the process with its message
-    (naming the file and the problem) instead of a traceback."""
+    (naming the file and the problem) instead of a traceback. ``threads`` caps torch's
+    intra-op threads at what the scheduler gave the job."""
     configure(log_path)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         return job()
     except MedaugError as exc:

@@ -23,9 +23,27 @@ def test_every_schema_key_has_description_and_default():
         assert "default" in node, f"{path} has no default"
 
 
-def test_config_yaml_is_the_documented_default():
+def test_defaults_are_the_papers_hyper_parameters():
+    diffboost = validate_config({})["diffboost"]
+    assert diffboost["image_size"] == 384 and diffboost["folds"] == 3 and diffboost["positive_slice_min_pixels"] == 20
+    assert diffboost["prompts"] == {"busi": "Breast, Ultrasound", "spleen": "Spleen, CT", "prostate": "Prostate, MRI"}
+    controlnet, sampling, seg = diffboost["controlnet"], diffboost["sampling"], diffboost["segmentation"]
+    assert (controlnet["learning_rate"], controlnet["batch_size"], controlnet["train_unet"]) == (1e-6, 32, False)
+    assert controlnet["epochs"] == {"busi": 1600, "spleen": 400, "prostate": 400}
+    assert (controlnet["rotation_degrees"], controlnet["zoom_range"]) == (20, [0.75, 1.05])
+    assert (sampling["ddim_steps"], sampling["guidance_scale"], sampling["seed"]) == (20, 9.0, 1)
+    assert sampling["ratios"] == [3, 5, 10, 20, 30, 40, 50] and sampling["prompt_weights"] == [0.045, 0.005, 0.95]
+    assert seg["architecture"] == "AttentionUnet" and seg["channels"] == [16, 32, 64, 128, 128, 256]
+    assert (seg["epochs"], seg["batch_size"], seg["learning_rate"], seg["seeds"]) == (100, 8, 1e-3, [3])
+    assert (seg["ratio"], seg["patch_size"], seg["alpha"]) == (50, 64, 0.6)
+
+
+def test_config_yaml_is_valid_and_only_shrinks_the_demo():
     shipped = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
-    assert shipped == validate_config({})
+    defaults = validate_config({})
+    assert shipped["datasets"] == defaults["datasets"]
+    assert shipped["diffboost"]["image_size"] < defaults["diffboost"]["image_size"]
+    assert shipped["diffboost"]["prompts"] == defaults["diffboost"]["prompts"]
 
 
 def test_unknown_key_names_the_key_and_suggests_the_right_one():
@@ -57,6 +75,6 @@ def test_paper_must_reference_defined_dataset_of_the_right_format():
 def test_defaults_fill_nested_keys():
     config = validate_config({"diffboost": {"folds": 5}})
     assert config["diffboost"]["folds"] == 5
-    assert config["diffboost"]["image_size"] == 64
+    assert config["diffboost"]["image_size"] == 384
     assert config["datasets"]["prostate"]["channel"] == "T2"
     assert config["datasets"]["spleen"]["channel"] is None

@@ -1,5 +1,6 @@
 """Snakemake itself: lint, the DAG, a real run of the data stages, readable failures."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,24 @@ def test_demo_prepares_all_six_datasets_and_their_splits(demo_run):
         assert (demo_run / "results" / paper / dataset / "prepared" / "meta.json").is_file()
         assert (demo_run / "results" / paper / dataset / "splits.json").is_file()
         assert (demo_run / "logs" / "prepare_dataset" / paper / f"{dataset}.log").is_file()
+
+
+def test_demo_runs_diffboost_to_its_tables_and_figures(demo_run):
+    base = demo_run / "results" / "diffboost"
+    metrics = pd.read_csv(base / "metrics.tsv", sep="\t")
+    config = yaml.safe_load((demo_run / "config.yaml").read_text())
+    assert set(metrics.dataset) == set(config["diffboost"]["datasets"])
+    assert set(metrics.protocol) == {"paper", "clean"} and set(metrics.arm) == {"paper", "nnunet"}
+    assert metrics[["dice", "precision", "recall", "hd95"]].notna().all().all()
+    for table in ("main", "ratio", "patch", "alpha", "architecture", "augmentation"):
+        assert not pd.read_csv(base / "tables" / f"{table}.csv").empty, table
+        assert (base / "tables" / f"{table}.md").read_text().startswith("### ")
+    main = pd.read_csv(base / "tables" / "main.csv")
+    assert {"baseline", "diffboost_r2", "nnunet_r0", "nnunet_r2"} <= set(main.variant)
+    for figure in ("dice_vs_ratio.png", "dice_vs_ratio.svg", "samples.png"):
+        assert (base / "figures" / figure).stat().st_size > 1000
+    counts = json.loads((base / "spleen" / "fold0" / "synthetic" / "ratio2" / "counts.json").read_text())
+    assert counts["per_slice_min"] == counts["per_slice_max"] == 2 and counts["reused_images"] == counts["new_images"]
 
 
 def test_demo_writes_the_cost_summary(demo_run):
