@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from medaug.io import atomic_output, write_json
 from medaug.splits import LeakageError, role_cases
@@ -248,8 +249,6 @@ def write_conditions(
     """Condition map of every slice: image edges (HED, or Canny without weights) plus the
     ground-truth mask contour. Writes ``<case>.npz`` (``condition``, float16 in [0, 1])
     and ``meta.json`` recording the edge method actually used."""
-    from tqdm.auto import tqdm
-
     from medaug.conditions import condition_maps
 
     prepared_dir = Path(prepared_dir)
@@ -452,8 +451,6 @@ def sample_synthetic(
     latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     new_images = np.zeros((len(jobs), *images.shape[1:]), dtype=np.float16)
     records = []
-    from tqdm.auto import tqdm
-
     for chunk in tqdm(
         batched(len(jobs), sampling["batch_size"]), desc=f"sample fold {fold} ratio {ratio}", unit="batch"
     ):
