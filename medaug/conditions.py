@@ -196,6 +196,19 @@ def canny_edges(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return out
 
 
+@functools.cache
+def _warn_canny_fallback(canny_sigma: float) -> None:
+    """Once per process: a dataset's cases all take the same fallback."""
+    log.warning(
+        "No HED weights configured: condition maps use Canny edges (sigma=%s) instead of the HED edges "
+        "that the DiffBoost paper used, so results may differ from the paper. To follow the paper, "
+        "download ControlNet's HED checkpoint network-bsds500.pth "
+        "(huggingface.co/lllyasviel/ControlNet, annotator/ckpts) and set its local path as "
+        "diffboost.conditions.hed_weights in the config.",
+        canny_sigma,
+    )
+
+
 def condition_maps(
     images: np.ndarray,
     masks: np.ndarray,
@@ -214,14 +227,7 @@ def condition_maps(
     if images.shape != masks.shape:
         raise ValueError(f"images {images.shape} and masks {masks.shape} must have the same shape")
     if hed_weights is None:
-        log.warning(
-            "No HED weights configured: condition maps use Canny edges (sigma=%s) instead of the HED edges "
-            "that the DiffBoost paper used, so results may differ from the paper. To follow the paper, "
-            "download ControlNet's HED checkpoint network-bsds500.pth "
-            "(huggingface.co/lllyasviel/ControlNet, annotator/ckpts) and set its local path as "
-            "diffboost.conditions.hed_weights in the config.",
-            canny_sigma,
-        )
+        _warn_canny_fallback(canny_sigma)
         edges, method = canny_edges(images, sigma=canny_sigma), "canny"
     else:
         model = _cached_hed(hed_weights, device)

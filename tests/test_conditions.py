@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from medaug import conditions
 from medaug.conditions import HedNetwork, canny_edges, condition_maps, hed_edges, load_hed, mask_contour
 from medaug.errors import DatasetError
 
@@ -86,6 +87,7 @@ def test_canny_fallback_is_binary_and_contains_the_mask_contour(caplog):
     mask = _square_mask()
     image = np.where(mask > 0, 0.8, -0.6).astype(np.float32)
     images, masks = np.stack([image, np.full_like(image, 0.8)]), np.stack([mask, np.zeros_like(mask)])
+    conditions._warn_canny_fallback.cache_clear()  # warned once per process; make this call the first
     with caplog.at_level(logging.WARNING, logger="medaug.conditions"):
         maps, method = condition_maps(images, masks)
     assert method == "canny"
