@@ -38,3 +38,21 @@ def broken_copy(demo_root, tmp_path):
 def entry_for(config: dict, dataset: str, root: Path) -> dict:
     """The config entry of ``dataset`` pointed at ``root``."""
     return {**config["datasets"][dataset], "root": str(root)}
+
+
+def tiny_unet(seed: int = 0):
+    """A 16 px, 1-channel diffusers UNet2DModel small enough for CPU tests."""
+    import torch
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )

@@ -1,8 +1,10 @@
 import pytest
 import torch
-from diffusers import DDIMScheduler, UNet2DModel
+from diffusers import DDIMScheduler
 
 from medaug.diffusion.sampling import batched, ddim_sample
+
+from .conftest import tiny_unet
 
 SHAPE = (3, 1, 16, 16)
 
@@ -23,17 +25,7 @@ def scheduler() -> DDIMScheduler:
 
 @pytest.fixture(scope="module")
 def unet():
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=16,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
+    return tiny_unet()
 
 
 def seeded(seed: int) -> torch.Generator:

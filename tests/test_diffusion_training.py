@@ -22,6 +22,8 @@ from medaug.diffusion.training import (
 )
 from medaug.errors import MedaugError
 
+from .conftest import tiny_unet
+
 REPO = Path(__file__).resolve().parent.parent
 NOISE = DDPMScheduler(num_train_timesteps=100)
 
@@ -34,20 +36,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny_unet(seed: int = 0) -> UNet2DModel:
-    torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=16,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
 
 
 def unet_loss(models, batch):
