@@ -9,6 +9,18 @@ from medaug.demo import DEMO_DATASETS, write_demo_dataset
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The tests' models are tiny: intra-op threads gain nothing and, on a shared 2-core
+    machine, spin each other down tenfold."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def config():
     return validate_config({})

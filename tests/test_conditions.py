@@ -27,15 +27,6 @@ OFFICIAL_HED_KEYS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """VGG16 on tiny inputs gains nothing from threads, and they thrash when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def hed_file(tmp_path_factory):
     """Weights of a randomly initialised HED, saved as a plain state dict."""

@@ -55,7 +55,6 @@ def spleen(demo_config, demo_root, tmp_path_factory):
 def model(demo_config, spleen):
     base, splits = spleen
     settings = controlnet_settings(demo_config, "spleen")
-    torch.set_num_threads(1)
     info = finetune_controlnet(
         base / "prepared", base / "conditions", splits, 0, out_dir=base / "model", state_dir=base / "state", **settings
     )
@@ -206,7 +205,6 @@ def test_pretrained_stable_diffusion_layout_trains_in_latent_space(demo_config, 
         "train_unet": False,
         "max_steps": 2,
     }
-    torch.set_num_threads(1)
     info = finetune_controlnet(
         base / "prepared",
         base / "conditions",

@@ -9,16 +9,6 @@ from .conftest import tiny_unet
 SHAPE = (3, 1, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny models gain nothing from threads, and on a busy 2-core machine spinning
-    # intra-op threads slow them down tenfold.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def scheduler() -> DDIMScheduler:
     return DDIMScheduler(num_train_timesteps=100)
 

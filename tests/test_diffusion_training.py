@@ -28,16 +28,6 @@ REPO = Path(__file__).resolve().parent.parent
 NOISE = DDPMScheduler(num_train_timesteps=100)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny models gain nothing from threads, and on a busy 2-core machine spinning
-    # intra-op threads slow them down tenfold.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def unet_loss(models, batch):
     # Draws noise and timesteps from the global RNG, as the real losses do: resuming must restore it.
     noise = torch.randn_like(batch)

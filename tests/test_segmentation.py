@@ -87,7 +87,6 @@ def prostate(config, demo_root, tmp_path_factory):
 
 def test_both_protocols_score_the_real_test_cases(prostate):
     base, splits = prostate
-    torch.set_num_threads(1)
     metrics, record = train_and_evaluate(base / "prepared", splits, 1, Variant("UNet", "RandomGamma"), SETTINGS, 32, 3)
     test = role_cases(splits, 1, "test")
     for protocol in ("paper", "clean"):
