@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from medaug.io import atomic_output, write_json
+from medaug.slices import load_slices
 from medaug.splits import LeakageError, role_cases
 
 log = logging.getLogger(__name__)
@@ -208,21 +209,6 @@ def development_slices(prepared_dir: str | Path, splits: dict, fold: int) -> pd.
     if test_patients & set(chosen.patient_id):
         raise LeakageError(f"fold {fold}: generator input contains test patients {sorted(test_patients)[:5]}")
     return chosen
-
-
-def load_slices(
-    prepared_dir: str | Path, conditions_dir: str | Path, rows: pd.DataFrame
-) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N,H,W) in [-1,1] and condition maps (N,H,W) in [0,1] of ``rows``."""
-    images, conditions = [], []
-    for case_id, group in rows.groupby("case_id", sort=False):
-        arrays = np.load(Path(prepared_dir) / "arrays" / f"{case_id}.npz")
-        condition = np.load(Path(conditions_dir) / f"{case_id}.npz")["condition"]
-        images.append(arrays["image"][group.slice_index.to_numpy()])
-        conditions.append(condition[group.slice_index.to_numpy()])
-    order = np.concatenate([g.index.to_numpy() for _, g in rows.groupby("case_id", sort=False)])
-    inverse = np.argsort(order)
-    return np.concatenate(images)[inverse].astype(np.float32), np.concatenate(conditions)[inverse].astype(np.float32)
 
 
 def augment_pair(
@@ -527,17 +513,3 @@ def sample_synthetic(
             },
         )
     return manifest
-
-
-def load_synthetic_pool(ratio_dir: str | Path, ratio: int) -> dict[str, np.ndarray]:
-    """slice id -> (ratio, H, W) synthetic images in [-1, 1], from a ratio's manifest."""
-    ratio_dir = Path(ratio_dir)
-    manifest = pd.read_csv(ratio_dir / "manifest.tsv", sep="\t")
-    manifest = manifest[manifest.k <= ratio]
-    files = {name: np.load(ratio_dir.parent / name)["image"] for name in manifest.file.unique()}
-    pool = {}
-    for slice_id, group in manifest.groupby("source_slice_id"):
-        if len(group) != ratio:
-            raise ValueError(f"{ratio_dir}: slice {slice_id} has {len(group)} synthetic images, expected {ratio}")
-        pool[slice_id] = np.stack([files[r.file][r.index] for r in group.itertuples()]).astype(np.float32)
-    return pool

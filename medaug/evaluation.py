@@ -19,8 +19,6 @@ from monai.metrics import (
     get_confusion_matrix,
 )
 
-METRICS = ("dice", "precision", "recall", "hd95")
-
 
 def _mark_centre_if_empty(mask: np.ndarray) -> np.ndarray:
     if mask.any():

@@ -28,9 +28,12 @@ def run_job(job: Callable[[], object], log_path: str | Path | None = None, threa
     intra-op threads at what the scheduler gave the job."""
     configure(log_path)
     if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+        try:
+            import torch
+        except ImportError:  # the data and report envs have no torch and need none
+            pass
+        else:
+            torch.set_num_threads(threads)
     try:
         return job()
     except MedaugError as exc:

@@ -192,7 +192,7 @@ class SliceData:
         self.arrays = {case: dict(np.load(prepared / "arrays" / f"{case}.npz")) for case in self.cases.case_id}
         self.pool: dict[str, np.ndarray] = {}
         if synthetic_dir is not None and ratio > 0:
-            from medaug.diffboost import load_synthetic_pool
+            from medaug.slices import load_synthetic_pool
 
             self.pool = load_synthetic_pool(synthetic_dir, ratio)
 

@@ -18,12 +18,12 @@ from medaug.config import validate_config
 from medaug.diffboost import (
     development_slices,
     finetune_controlnet,
-    load_synthetic_pool,
     sample_synthetic,
     write_conditions,
 )
 from medaug.pipeline import controlnet_settings, sampling_settings
 from medaug.preprocess import prepare_segmentation
+from medaug.slices import load_synthetic_pool
 from medaug.splits import LeakageError, make_splits, role_cases
 
 from .conftest import REPO, entry_for
