@@ -69,14 +69,20 @@ def condition_settings(config: dict) -> dict:
     return dict(config["diffboost"]["conditions"])
 
 
+# Sampling texts that enter the small demo model's tokenizer vocabulary at fine-tuning time.
+VOCABULARY_SAMPLING_KEYS = ("prompt_suffix", "style_prompt", "negative_prompt", "augmentation_phrases_file")
+
+
 def controlnet_settings(config: dict, dataset: str) -> dict:
     section = config["diffboost"]
     controlnet = section["controlnet"]
+    # Only what this dataset's model depends on, so that a new ratio, dataset or another
+    # dataset's epochs never re-trigger (params trigger) a trained ControlNet.
     return {
         "prompt": diffboost_prompt(config, dataset),
-        "prompts": {name: diffboost_prompt(config, name) for name in section["datasets"]},
-        "settings": controlnet,
-        "sampling": section["sampling"],
+        "prompts": {dataset: diffboost_prompt(config, dataset)},
+        "settings": {key: value for key, value in controlnet.items() if key != "epochs"},
+        "sampling": {key: section["sampling"][key] for key in VOCABULARY_SAMPLING_KEYS},
         "image_size": section["image_size"],
         "epochs": controlnet["epochs"].get(dataset, 400),
         "seed": config["seed"],
@@ -197,3 +203,32 @@ def diffboost_runs(config: dict) -> list[tuple[str, dict]]:
                     path = f"results/diffboost/{dataset}/fold{fold}/nnunet/{protocol}/ratio{ratio}/metrics.tsv"
                     runs.append((path, {"dataset": dataset, **nnunet_labels(config, ratio)}))
     return runs
+
+
+# --- report captions ---------------------------------------------------------------------------
+
+# Where make_demo_dataset writes its generated stand-ins of the real datasets.
+DEMO_DATA_DIR = "resources/demo"
+
+
+def data_sources(config: dict, datasets: list[str]) -> str:
+    """Caption line naming each dataset's folder and flagging generated stand-ins, so that a
+    figure made on stand-in data can never pass for one made on the real dataset."""
+    parts = []
+    for name in datasets:
+        root = config["datasets"][name]["root"]
+        stand_in = Path(root).as_posix().startswith(DEMO_DATA_DIR + "/")
+        parts.append(f"{name} from ``{root}``" + (" (generated stand-in, not the real dataset)" if stand_in else ""))
+    return "Data: " + "; ".join(parts) + "."
+
+
+def diffboost_scale(config: dict) -> str:
+    """Caption line with the settings that set a DiffBoost run's scale."""
+    section = config["diffboost"]
+    folds = section["run_folds"] if section["run_folds"] is not None else f"all {section['folds']}"
+    generator = section["controlnet"]["pretrained_model"] or "the small random demo model (not Stable Diffusion)"
+    return (
+        f"Scale: {section['image_size']} px slices, folds {folds}, ratios {section['sampling']['ratios']}, "
+        f"{section['sampling']['ddim_steps']} DDIM steps, seeds {section['segmentation']['seeds']}, "
+        f"{section['segmentation']['epochs']} segmenter epochs; generator: {generator}."
+    )

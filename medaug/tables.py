@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medaug.evaluation import METRICS
-
 log = logging.getLogger(__name__)
+
+# Per-case metric columns, as medaug.evaluation.case_metrics names them.
+METRICS = ("dice", "precision", "recall", "hd95")
 
 RUN_KEYS = ["dataset", "arm", "variant", "protocol", "fold", "seed"]
 TABLE_FACTORS = {
@@ -89,32 +90,53 @@ def table(metrics: pd.DataFrame, name: str) -> pd.DataFrame:
     return summary.sort_values(group).reset_index(drop=True)
 
 
-def to_markdown(summary: pd.DataFrame, title: str) -> str:
-    """Markdown table with 'mean ± std' cells (Dice, precision, recall in %, HD95 in mm)."""
-    if summary.empty:
-        return f"### {title}\n\n(no runs)\n"
+def formatted(summary: pd.DataFrame) -> pd.DataFrame:
+    """The table as text cells: factors, 'mean ± std' per metric (Dice, precision and recall
+    in %, HD95 in mm), the run count and the paired p-value."""
     factor_columns = [
         c
         for c in summary.columns
         if not any(c.startswith(m) for m in METRICS) and c not in ("runs", "p_dice_vs_baseline")
     ]
-    lines = [
-        f"### {title}",
-        "",
-        "| " + " | ".join(factor_columns + ["Dice %", "Precision %", "Recall %", "HD95", "runs", "p (Dice)"]) + " |",
-    ]
-    lines.append("|" + "---|" * (len(factor_columns) + 6))
-    for row in summary.itertuples(index=False):
-        values = row._asdict()
-        cells = [str(values[c]) for c in factor_columns]
-        for metric, scale in (("dice", 100), ("precision", 100), ("recall", 100), ("hd95", 1)):
-            mean, std = values[f"{metric}_mean"] * scale, values[f"{metric}_std"] * scale
-            cells.append(f"{mean:.2f} ± {std:.2f}" if not np.isnan(std) else f"{mean:.2f}")
-        cells.append(str(values["runs"]))
-        p = values["p_dice_vs_baseline"]
-        cells.append("" if np.isnan(p) else f"{p:.3g}")
-        lines.append("| " + " | ".join(cells) + " |")
+    cells = summary[factor_columns].astype(str)
+    for metric, header, scale in (
+        ("dice", "Dice %", 100),
+        ("precision", "Precision %", 100),
+        ("recall", "Recall %", 100),
+        ("hd95", "HD95", 1),
+    ):
+        means, stds = summary[f"{metric}_mean"] * scale, summary[f"{metric}_std"] * scale
+        cells[header] = [
+            f"{mean:.2f} ± {std:.2f}" if not np.isnan(std) else f"{mean:.2f}"
+            for mean, std in zip(means, stds, strict=True)
+        ]
+    cells["runs"] = summary["runs"].astype(str)
+    cells["p (Dice)"] = ["" if np.isnan(p) else f"{p:.3g}" for p in summary["p_dice_vs_baseline"]]
+    return cells
+
+
+def to_markdown(summary: pd.DataFrame, title: str) -> str:
+    """Markdown table with 'mean ± std' cells."""
+    if summary.empty:
+        return f"### {title}\n\n(no runs)\n"
+    cells = formatted(summary)
+    lines = [f"### {title}", "", "| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def to_html(summary: pd.DataFrame, title: str) -> str:
+    """A standalone HTML page of the table, for the Snakemake report."""
+    from html import escape
+
+    body = "<p>(no runs)</p>" if summary.empty else formatted(summary).to_html(index=False, border=0)
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{escape(title)}</title>"
+        "<style>body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+        "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}</style>"
+        f"</head><body><h3>{escape(title)}</h3>\n{body}\n</body></html>\n"
+    )
 
 
 TITLES = {
@@ -128,7 +150,7 @@ TITLES = {
 
 
 def write_tables(metrics: pd.DataFrame, out_dir: str | Path) -> dict[str, int]:
-    """Every table as CSV (numeric) and Markdown; returns rows per table."""
+    """Every table as CSV (numeric), Markdown and HTML (for the report); returns rows per table."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = {}
@@ -136,6 +158,7 @@ def write_tables(metrics: pd.DataFrame, out_dir: str | Path) -> dict[str, int]:
         summary = table(metrics, name)
         summary.to_csv(out_dir / f"{name}.csv", index=False, float_format="%.6g")
         (out_dir / f"{name}.md").write_text(to_markdown(summary, title))
+        (out_dir / f"{name}.html").write_text(to_html(summary, title))
         rows[name] = len(summary)
     return rows
 
@@ -208,7 +231,7 @@ def sample_panels(
     n: int = 3,
 ) -> list[dict]:
     """Up to ``n`` real/condition/synthetic examples of one fold, picked evenly."""
-    from medaug.diffboost import load_slices, load_synthetic_pool
+    from medaug.slices import load_slices, load_synthetic_pool
 
     pool = load_synthetic_pool(synthetic_dir, ratio)
     slices = pd.read_csv(Path(prepared_dir) / "slices.tsv", sep="\t", dtype={"case_id": str})

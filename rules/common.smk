@@ -8,9 +8,11 @@ from medaug.demo import DEMO_DATASETS
 from medaug.pipeline import (
     condition_settings,
     controlnet_settings,
+    data_sources,
     demo_settings,
     diffboost_folds,
     diffboost_runs,
+    diffboost_scale,
     diffboost_variants,
     nnunet_labels,
     nnunet_settings,

@@ -28,7 +28,9 @@ rule finetune_controlnet:
         conditions="results/diffboost/{dataset}/conditions",
         splits="results/diffboost/{dataset}/splits.json",
     output:
-        model=directory("results/diffboost/{dataset}/fold{fold}/controlnet"),
+        # protected: a finished model is write-protected, so that a changed parameter or
+        # script cannot silently retrain it (delete the folder to retrain on purpose).
+        model=protected(directory("results/diffboost/{dataset}/fold{fold}/controlnet")),
     log:
         "logs/finetune_controlnet/{dataset}/fold{fold}.log",
     benchmark:
@@ -37,6 +39,7 @@ rule finetune_controlnet:
         "../envs/diffusion.yaml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=scaled_by_attempt(16000),
         runtime=scaled_by_attempt(720),
     params:
@@ -63,6 +66,7 @@ rule sample_synthetic:
         "../envs/diffusion.yaml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=scaled_by_attempt(16000),
         runtime=scaled_by_attempt(240),
     params:
@@ -85,6 +89,7 @@ rule train_segmenter:
         "../envs/segmentation.yaml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=scaled_by_attempt(8000),
         runtime=scaled_by_attempt(240),
     params:
@@ -98,17 +103,26 @@ rule diffboost_report:
         unpack(diffboost_report_inputs),
     output:
         metrics="results/diffboost/metrics.tsv",
-        tables=directory("results/diffboost/tables"),
+        tables=report(
+            directory("results/diffboost/tables"),
+            patterns=["{table}.html"],
+            caption="../report/diffboost_tables.rst",
+            category="DiffBoost",
+            subcategory="Tables",
+            labels={"table": "{table}"},
+        ),
         ratio_png=report(
             "results/diffboost/figures/dice_vs_ratio.png",
             caption="../report/diffboost_dice_vs_ratio.rst",
             category="DiffBoost",
+            subcategory="Figures",
         ),
         ratio_svg="results/diffboost/figures/dice_vs_ratio.svg",
         samples=report(
             "results/diffboost/figures/samples.png",
             caption="../report/diffboost_samples.rst",
             category="DiffBoost",
+            subcategory="Figures",
         ),
     log:
         "logs/diffboost_report.log",
@@ -119,6 +133,9 @@ rule diffboost_report:
         labels=diffboost_metric_labels(),
         sample_datasets=config["diffboost"]["datasets"],
         sample_ratio=sample_ratio(),
+        # caption lines of the HTML report
+        scale=diffboost_scale(config),
+        data_sources=data_sources(config, config["diffboost"]["datasets"]),
     script:
         "../scripts/diffboost_report.py"
 
@@ -158,6 +175,7 @@ rule nnunet_train:
         "../envs/nnunet.yaml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=scaled_by_attempt(16000),
         runtime=scaled_by_attempt(1440),
     params:

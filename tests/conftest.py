@@ -1,4 +1,6 @@
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,37 @@ def tiny_unet(seed: int = 0):
         up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=4,
     )
+
+
+# --- Snakemake runs shared by the workflow, rerun, determinism and cluster tests -------------------
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+CI_CONFIG = [str(REPO / "config.yaml"), str(REPO / "tests" / "config_ci.yaml")]
+
+
+def snakemake(args: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run Snakemake on this repository's workflow; on failure, raise with its output."""
+    result = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def run_ci_demo(workdir: Path) -> Path:
+    """The CI-size demo (config.yaml + tests/config_ci.yaml), run locally in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    snakemake(["--cores", "2", "--directory", str(workdir), "--configfile", *CI_CONFIG], workdir)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory):
+    """One finished local run of the CI-size demo, shared read-only by several tests."""
+    return run_ci_demo(tmp_path_factory.mktemp("ci_run"))
+
+
+def result_tables(workdir: Path) -> dict[str, bytes]:
+    """Every DiffBoost table and the per-case metrics of a finished run, by relative path."""
+    base = workdir / "results" / "diffboost"
+    files = [base / "metrics.tsv", *sorted((base / "tables").iterdir())]
+    return {str(path.relative_to(workdir)): path.read_bytes() for path in files}

@@ -10,34 +10,25 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+from .conftest import REPO, snakemake
 
 pytestmark = pytest.mark.workflow
 
 
-def run(args, cwd, check=True):
-    result = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def test_lint_is_clean():
-    result = run(["--lint"], REPO, check=False)
+    result = snakemake(["--lint"], REPO, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dry_run_plans_every_built_stage_of_all_three_papers():
-    plan = run(["-n", "--forceall"], REPO).stdout
+    plan = snakemake(["-n", "--forceall"], REPO).stdout
     for rule in ("make_demo_dataset", "prepare_dataset", "make_splits", "summarize_benchmarks"):
         assert f"rule {rule}:" in plan, rule
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for paper in ("diffboost", "diffmix", "dcube"):
         for dataset in config[paper]["datasets"]:
             assert f"results/{paper}/{dataset}/splits.json" in plan
-        assert f"rule {paper}:" in run(["-n", "--forceall", paper], REPO).stdout
+        assert f"rule {paper}:" in snakemake(["-n", "--forceall", paper], REPO).stdout
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +36,7 @@ def demo_run(tmp_path_factory):
     """The whole demo, as `make demo` runs it, in a fresh working directory."""
     workdir = tmp_path_factory.mktemp("run")
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
-    run(["--cores", "2", "--directory", str(workdir), "--configfile", str(workdir / "config.yaml")], workdir)
+    snakemake(["--cores", "2", "--directory", str(workdir), "--configfile", str(workdir / "config.yaml")], workdir)
     return workdir
 
 
@@ -96,7 +87,7 @@ def test_bad_dataset_fails_with_the_file_named_and_no_output(demo_run, tmp_path)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"]["spleen"]["root"] = str(broken)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    result = run(
+    result = snakemake(
         [
             "results/diffboost/spleen/splits.json",  # before --configfile, which takes several values
             "--cores",
@@ -118,7 +109,7 @@ def test_bad_dataset_fails_with_the_file_named_and_no_output(demo_run, tmp_path)
 
 def test_config_typo_is_reported_readably(tmp_path):
     (tmp_path / "config.yaml").write_text("diffboost:\n  imagesize: 64\n")
-    result = run(
+    result = snakemake(
         ["-n", "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml")], tmp_path, check=False
     )
     assert result.returncode != 0
