@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import yaml
 
@@ -78,3 +80,19 @@ def test_defaults_fill_nested_keys():
     assert config["diffboost"]["image_size"] == 384
     assert config["datasets"]["prostate"]["channel"] == "T2"
     assert config["datasets"]["spleen"]["channel"] is None
+
+
+def test_paper_config_sets_back_every_value_the_demo_shrinks():
+    """`--profile slurm` reads config.paper.yaml on top of config.yaml: the result must be the
+    schema's defaults (the papers' values) with no demo value left behind."""
+    from snakemake.utils import update_config
+
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    paper = yaml.safe_load((REPO / "config.paper.yaml").read_text())
+    merged = copy.deepcopy(demo)
+    update_config(merged, paper)  # as Snakemake merges --configfile over the Snakefile's configfile
+    as_run = validate_config(merged)
+    assert as_run == validate_config(paper)
+    defaults = validate_config({})
+    assert {k: v for k, v in as_run.items() if k != "demo"} == {k: v for k, v in defaults.items() if k != "demo"}
+    assert as_run["demo"]["busi"]["images_per_class"] == {"benign": 437, "malignant": 210, "normal": 133}
