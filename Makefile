@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: env demo test lint clean
+.PHONY: env demo report test lint clean
 
 env: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 demo: env
 	$(BIN)/snakemake --cores $(CORES)
+
+# One HTML file with every table and figure of the finished demo, captioned.
+report: env
+	$(BIN)/snakemake --report results/report.html
 
 lint: env
 	$(BIN)/ruff check .

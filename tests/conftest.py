@@ -1,9 +1,11 @@
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from medaug.config import validate_config
 from medaug.demo import DEMO_DATASETS, write_demo_dataset
@@ -104,3 +106,53 @@ def result_tables(workdir: Path) -> dict[str, bytes]:
     base = workdir / "results" / "diffboost"
     files = [base / "metrics.tsv", *sorted((base / "tables").iterdir())]
     return {str(path.relative_to(workdir)): path.read_bytes() for path in files}
+
+
+# --- a real local SLURM ----------------------------------------------------------------------------
+
+TOOLS = REPO / "tests" / "tools"
+PROFILE = REPO / "slurm" / "config.v8+.yaml"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A single-node SLURM with accounting and one fake GRES GPU for the session, started
+    by tests/tools/start_slurm.sh; the daemons it started are stopped by PID at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("starting a local SLURM needs root (apt packages, system daemons)")
+    start = subprocess.run(
+        ["timeout", "-s", "KILL", "900", "bash", str(TOOLS / "start_slurm.sh"), "--fake-gpu"],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        assert start.returncode == 0, f"SLURM did not start:\n{start.stdout}\n{start.stderr}"
+        yield
+    finally:
+        subprocess.run(["timeout", "-s", "KILL", "120", "bash", str(TOOLS / "stop_slurm.sh")], check=False)
+
+
+def ci_overlay(directory: Path) -> Path:
+    """The tests' overlay on the user profile: the same default resources with this
+    cluster's partition and account, nothing else."""
+    resources = yaml.safe_load(PROFILE.read_text())["default-resources"]
+    overlay = {"default-resources": {**resources, "slurm_partition": "main", "slurm_account": "ci"}}
+    changed = {key for key in resources if resources[key] != overlay["default-resources"][key]}
+    assert changed <= {"slurm_partition", "slurm_account"}
+    directory.mkdir()
+    (directory / "config.v8+.yaml").write_text(yaml.safe_dump(overlay))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def slurm_ci_run(slurm_cluster, tmp_path_factory) -> tuple[Path, str]:
+    """The CI-size demo run through `snakemake --profile slurm` as a user runs it, plus the
+    overlay; returns its working directory and Snakemake's output."""
+    workdir = tmp_path_factory.mktemp("slurm_run")
+    command = [*SNAKEMAKE, "--profile", "slurm", "--profile", str(ci_overlay(workdir.with_name("ci_overlay")))]
+    command += ["--directory", str(workdir), "--configfile", *CI_CONFIG]
+    # A hung executor plugin must fail the tests, not CI: SIGKILL after 20 minutes.
+    result = subprocess.run(["timeout", "-s", "KILL", "1200", *command], cwd=REPO, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return workdir, output

@@ -1,23 +1,18 @@
 """`snakemake --profile slurm` against a real SLURM: a single-node cluster with accounting
-and one fake GRES GPU, started by tests/tools/start_slurm.sh and stopped by PID afterwards."""
+and one fake GRES GPU (the `slurm_cluster` and `slurm_ci_run` fixtures in conftest.py)."""
 
-import os
 import re
 import subprocess
 from collections import Counter
-from pathlib import Path
 
 import pytest
-import yaml
 
 from medaug.pipeline import diffboost_runs, load_config
 
-from .conftest import CI_CONFIG, REPO, SNAKEMAKE, result_tables
+from .conftest import REPO, SNAKEMAKE, result_tables
 
 pytestmark = pytest.mark.workflow
 
-TOOLS = REPO / "tests" / "tools"
-PROFILE = REPO / "slurm" / "config.v8+.yaml"
 GPU_RULES = {"finetune_controlnet", "sample_synthetic", "train_segmenter", "nnunet_train"}
 
 
@@ -51,35 +46,6 @@ def test_profile_plans_the_paper_scale_dag_from_the_repository_root(tmp_path):
     assert counts["total"] > 300
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    if os.geteuid() != 0:
-        pytest.skip("starting a local SLURM needs root (apt packages, system daemons)")
-    start = subprocess.run(
-        ["timeout", "-s", "KILL", "900", "bash", str(TOOLS / "start_slurm.sh"), "--fake-gpu"],
-        capture_output=True,
-        text=True,
-    )
-    try:
-        assert start.returncode == 0, f"SLURM did not start:\n{start.stdout}\n{start.stderr}"
-        yield
-    finally:
-        subprocess.run(["timeout", "-s", "KILL", "120", "bash", str(TOOLS / "stop_slurm.sh")], check=False)
-
-
-def ci_overlay(tmp_path: Path) -> Path:
-    """The test's overlay on the user profile: the same default resources with this
-    cluster's partition and account, nothing else."""
-    resources = yaml.safe_load(PROFILE.read_text())["default-resources"]
-    overlay = {"default-resources": {**resources, "slurm_partition": "main", "slurm_account": "ci"}}
-    changed = {key for key in resources if resources[key] != overlay["default-resources"][key]}
-    assert changed <= {"slurm_partition", "slurm_account"}
-    directory = tmp_path / "ci_overlay"
-    directory.mkdir()
-    (directory / "config.v8+.yaml").write_text(yaml.safe_dump(overlay))
-    return directory
-
-
 def sacct(job_ids: list[str]) -> list[dict]:
     fields = ["JobIDRaw", "State", "Account", "Partition", "AllocTRES", "Comment"]
     result = subprocess.run(
@@ -92,16 +58,11 @@ def sacct(job_ids: list[str]) -> list[dict]:
     return [dict(zip(fields, line.split("|"), strict=True)) for line in result.stdout.splitlines()]
 
 
-def test_ci_demo_through_slurm_matches_a_local_run(slurm_cluster, ci_run, tmp_path):
-    workdir = tmp_path / "slurm_run"
-    workdir.mkdir()
-    command = [*SNAKEMAKE[:3], "--profile", "slurm", "--profile", str(ci_overlay(tmp_path))]
-    command += ["--directory", str(workdir), "--configfile", *CI_CONFIG]
-    # A hung executor plugin must fail this test, not CI: SIGKILL after 20 minutes.
-    result = subprocess.run(["timeout", "-s", "KILL", "1200", *command], cwd=REPO, capture_output=True, text=True)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-
+# Installing and starting SLURM, the local CI-size run and the SLURM run itself (fixtures);
+# the SLURM run's own SIGKILL timeout is the bound that matters.
+@pytest.mark.timeout(1800)
+def test_ci_demo_through_slurm_matches_a_local_run(slurm_ci_run, ci_run):
+    workdir, output = slurm_ci_run
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
     records = sacct(submitted)
     assert sorted(r["JobIDRaw"] for r in records) == sorted(submitted)
