@@ -17,19 +17,20 @@ include: "rules/costs.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        all_targets(config),
+        rules.summarize_benchmarks.output,
 
 
 rule diffboost:
     input:
-        paper_targets("diffboost"),
+        targets(config, "diffboost"),
 
 
 rule diffmix:
     input:
-        paper_targets("diffmix"),
+        targets(config, "diffmix"),
 
 
 rule dcube:
     input:
-        paper_targets("dcube"),
+        targets(config, "dcube"),

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from medaug import paths
+from medaug.stage import Job, Spec, Stage  # imported by the Snakefile: pandas only on use
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = {"s": "wall_s", "max_rss": "peak_rss_mb", "cpu_time": "cpu_s"}
 
 
 def read_benchmarks(root: str | Path) -> pd.DataFrame:
     """One row per job; ``benchmarks/<rule>/<wildcards>.tsv`` gives rule and job."""
+    import pandas as pd
+
     root = Path(root)
     rows = []
     for path in sorted(root.rglob("*.tsv")):
@@ -34,6 +41,8 @@ def read_benchmarks(root: str | Path) -> pd.DataFrame:
 
 def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
     """Per rule: job count, total and longest wall time, highest peak RSS."""
+    import pandas as pd
+
     summary = jobs.groupby("rule", sort=True).agg(
         jobs=("job", "size"),
         total_wall_s=("wall_s", "sum"),
@@ -58,3 +67,23 @@ def write_summary(benchmark_root: str | Path, jobs_tsv: str | Path, summary_tsv:
     summary = summarize(jobs)
     summary.to_csv(summary_tsv, sep="\t", index=False)
     return summary
+
+
+def _summarize(job: Job) -> None:
+    import logging
+
+    summary = write_summary(job.settings["benchmark_root"], job.outputs["jobs"], job.outputs["summary"])
+    logging.getLogger("medaug").info("cost per rule:\n%s", summary.to_string(index=False))
+
+
+SUMMARY = Stage(
+    Spec(
+        name="summarize_benchmarks",
+        description="Collect every rule's benchmark file into per-job and per-rule cost tables.",
+        inputs=lambda config, w: {},
+        outputs=lambda config, w: {"jobs": paths.BENCHMARK_JOBS, "summary": paths.BENCHMARK_SUMMARY},
+        settings=lambda config, w: {"benchmark_root": paths.BENCHMARKS},
+    ),
+    _summarize,
+)
+summarize_entry = SUMMARY.entry

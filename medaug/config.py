@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import jsonschema
@@ -16,15 +17,6 @@ import yaml
 from medaug.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
-
-SEGMENTATION_FORMATS = ("busi", "msd")
-NUCLEI_FORMATS = ("consep", "glysac")
-CLASSIFICATION_FORMATS = ("class_tree", "busi")
-PAPER_FORMATS = {
-    "diffboost": SEGMENTATION_FORMATS,
-    "diffmix": NUCLEI_FORMATS,
-    "dcube": CLASSIFICATION_FORMATS,
-}
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
@@ -85,10 +77,13 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
     return message
 
 
-def validate_config(config: dict, schema: dict | None = None) -> dict:
+def validate_config(
+    config: dict, checks: Iterable[Callable[[dict], list[str]]] = (), schema: dict | None = None
+) -> dict:
     """Return a validated copy of ``config`` with every default filled in.
 
-    Raises ConfigError with one line per problem, each naming the key.
+    ``checks`` are the papers' cross-key checks (each returns its problems as lines). Raises
+    ConfigError with one line per problem, each naming the key.
     """
     schema = schema if schema is not None else load_schema()
     config = copy.deepcopy(dict(config))
@@ -96,44 +91,47 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("\n".join(_describe(e, schema) for e in errors))
-    _check_references(config)
+    problems = [problem for check in checks for problem in check(config)]
+    if problems:
+        raise ConfigError("\n".join(problems))
     return config
 
 
-def _check_references(config: dict) -> None:
+def merge(base: dict, update: dict) -> dict:
+    """``update`` laid over ``base`` key by key, recursively (as Snakemake merges config files)."""
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = (
+            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
+def load_config(paths: Iterable[str | Path], checks: Iterable[Callable[[dict], list[str]]] = ()) -> dict:
+    """Config files read in order, each laid over the last, then validated."""
+    config: dict = {}
+    for path in paths:
+        path = Path(path)
+        try:
+            config = merge(config, yaml.safe_load(path.read_text()) or {})
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+    return validate_config(config, checks)
+
+
+def dataset_problems(config: dict, paper: str, formats: Iterable[str]) -> list[str]:
+    """Each dataset a paper runs on must be defined under ``datasets``, in a format it reads."""
     problems = []
-    for paper, formats in PAPER_FORMATS.items():
-        for name in config[paper]["datasets"]:
-            if name not in config["datasets"]:
-                problems.append(
-                    f"config: {paper}.datasets: '{name}' is not defined under datasets "
-                    f"(defined: {', '.join(config['datasets'])})"
-                )
-            elif config["datasets"][name]["format"] not in formats:
-                problems.append(
-                    f"config: {paper}.datasets: '{name}' has format "
-                    f"'{config['datasets'][name]['format']}', but {paper} needs one of {', '.join(formats)}"
-                )
-    diffboost = config["diffboost"]
-    ratios = diffboost["sampling"]["ratios"]
-    seg_ratio = diffboost["segmentation"]["ratio"]
-    if seg_ratio not in ratios:
-        problems.append(f"config: diffboost.segmentation.ratio: {seg_ratio} is not in sampling.ratios {ratios}")
-    for ratio in diffboost["nnunet"]["ratios"]:
-        if ratio and ratio not in ratios:
-            problems.append(f"config: diffboost.nnunet.ratios: {ratio} is neither 0 nor in sampling.ratios {ratios}")
-    for key in ("ablation_datasets",):
-        for name in diffboost["segmentation"][key]:
-            if name not in diffboost["datasets"]:
-                problems.append(f"config: diffboost.segmentation.{key}: '{name}' is not in diffboost.datasets")
-    for name in diffboost["nnunet"]["datasets"]:
-        if name not in diffboost["datasets"]:
-            problems.append(f"config: diffboost.nnunet.datasets: '{name}' is not in diffboost.datasets")
-    for fold in (diffboost["run_folds"] or []) + diffboost["nnunet"]["folds"]:
-        if fold >= diffboost["folds"]:
-            problems.append(f"config: diffboost: fold {fold} does not exist with folds: {diffboost['folds']}")
-    low, high = config["diffboost"]["clip_percentiles"]
-    if not low < high:
-        problems.append(f"config: diffboost.clip_percentiles: {low} must be below {high}")
-    if problems:
-        raise ConfigError("\n".join(problems))
+    formats = tuple(formats)
+    for name in config[paper]["datasets"]:
+        if name not in config["datasets"]:
+            problems.append(
+                f"config: {paper}.datasets: '{name}' is not defined under datasets "
+                f"(defined: {', '.join(config['datasets'])})"
+            )
+        elif config["datasets"][name]["format"] not in formats:
+            problems.append(
+                f"config: {paper}.datasets: '{name}' has format "
+                f"'{config['datasets'][name]['format']}', but {paper} needs one of {', '.join(formats)}"
+            )
+    return problems

@@ -14,14 +14,15 @@ Roles that rules ask for:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from medaug.errors import MedaugError
+from medaug.seeds import keyed_rng
 
 ASSIGNED_ROLES = ("train", "val", "test")
 ROLES = {"train": ("train",), "val": ("val",), "test": ("test",), "development": ("train", "val")}
@@ -29,11 +30,6 @@ ROLES = {"train": ("train",), "val": ("val",), "test": ("test",), "development":
 
 class LeakageError(MedaugError):
     """A split lets a test case (or a slice of a test patient) reach training."""
-
-
-def _rng(seed: int, *keys: object) -> np.random.Generator:
-    digest = hashlib.sha256("/".join(map(str, keys)).encode()).digest()
-    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
 def _ordered_groups(table: pd.DataFrame, group_column: str) -> list[str]:
@@ -67,7 +63,7 @@ def _fold_record(
     strata: dict[str, str] | None = None,
 ) -> dict:
     """Hold validation groups out of ``development`` and list each role's case ids."""
-    val = _holdout(development, val_fraction, _rng(seed, "val", fold), strata)
+    val = _holdout(development, val_fraction, keyed_rng(seed, "val", fold), strata)
     roles = {"train": set(development) - val, "val": val, "test": test}
     groups = cases[group_column].astype(str)
     record = {"fold": fold}
@@ -91,14 +87,14 @@ def kfold_splits(
     """Group-level K-fold with an inner validation split per fold.
 
     Without ``shuffle`` the folds are contiguous blocks of groups in table order, as
-    scikit-learn's ``KFold(n_splits)`` (no shuffle) makes them in the official DiffBoost
+    scikit-learn's ``KFold(n_splits)`` (no shuffle) makes them in the official
     code; the first ``n % k`` folds get one group more.
     """
     groups = _ordered_groups(cases, group_column)
     if len(groups) < n_folds:
         raise MedaugError(f"{len(groups)} {group_column} values cannot make {n_folds} folds")
     if shuffle:
-        groups = _rng(seed, "kfold").permutation(groups).tolist()
+        groups = keyed_rng(seed, "kfold").permutation(groups).tolist()
     sizes = [len(groups) // n_folds + (1 if k < len(groups) % n_folds else 0) for k in range(n_folds)]
     folds, start = [], 0
     for fold, size in enumerate(sizes):
@@ -137,7 +133,7 @@ def holdout_splits(
     """Stratified train/val/test for sources without an official test split."""
     groups = _ordered_groups(cases, group_column)
     strata = _strata(cases, group_column, stratify_column)
-    test = _holdout(groups, test_fraction, _rng(seed, "test", 0), strata)
+    test = _holdout(groups, test_fraction, keyed_rng(seed, "test", 0), strata)
     development = [g for g in groups if g not in test]
     fold = _fold_record(0, cases, group_column, development, test, val_fraction, seed, strata)
     return _split_file("holdout", group_column, seed, [fold])
@@ -187,21 +183,31 @@ def check_no_leakage(splits: dict, units: pd.DataFrame, group_column: str = "pat
                 raise LeakageError(f"fold {fold}: {group_column} {sorted(shared)[:5]} in both test and {role}")
 
 
-# Per representation: the case table, the finest unit table, and the official-split column.
-_TABLES = {
-    "segmentation": ("cases.tsv", "slices.tsv", None),
-    "nuclei": ("tiles.tsv", "patches.tsv", "split"),
-    "classification": ("images.tsv", "images.tsv", "source_split"),
+@dataclass(frozen=True)
+class Tables:
+    """Which tables of a prepared dataset splits read."""
+
+    cases: str  # one row per case (the unit that splits assign)
+    units: str  # the finest unit (slice, patch, image), checked for leakage
+    official_split_column: str | None  # the dataset's own Train/Test, where it has one
+    stratify_column: str | None  # class column that holdouts keep balanced
+
+
+# Per representation (the names of medaug.preparation.REPRESENTATIONS).
+TABLES = {
+    "segmentation": Tables("cases.tsv", "slices.tsv", None, None),
+    "nuclei": Tables("tiles.tsv", "patches.tsv", "split", None),
+    "classification": Tables("images.tsv", "images.tsv", "source_split", "label"),
 }
 
 
 def make_splits(dataset: str, prepared_dir: str, representation: str, settings: dict) -> dict:
     """Split a prepared dataset, check it for leakage on its finest units, add counts."""
-    case_file, unit_file, split_column = _TABLES[representation]
+    tables = TABLES[representation]
     prepared = Path(prepared_dir)
-    cases = pd.read_csv(prepared / case_file, sep="\t", dtype={"case_id": str, "patient_id": str})
-    units = pd.read_csv(prepared / unit_file, sep="\t", dtype={"case_id": str, "patient_id": str})
-    stratify = "label" if representation == "classification" else None
+    cases = pd.read_csv(prepared / tables.cases, sep="\t", dtype={"case_id": str, "patient_id": str})
+    units = pd.read_csv(prepared / tables.units, sep="\t", dtype={"case_id": str, "patient_id": str})
+    stratify = tables.stratify_column
     scheme = settings["scheme"]
     if scheme == "kfold":
         splits = kfold_splits(
@@ -209,7 +215,7 @@ def make_splits(dataset: str, prepared_dir: str, representation: str, settings: 
         )
     elif scheme == "official":
         splits = official_splits(
-            cases, split_column, settings["val_fraction"], settings["seed"], stratify_column=stratify
+            cases, tables.official_split_column, settings["val_fraction"], settings["seed"], stratify_column=stratify
         )
     else:
         splits = holdout_splits(
@@ -220,7 +226,7 @@ def make_splits(dataset: str, prepared_dir: str, representation: str, settings: 
         record["counts"] = {
             role: {
                 "cases": len(record[role]),
-                unit_file.removesuffix(".tsv"): int(len(select(units, splits, record["fold"], role))),
+                tables.units.removesuffix(".tsv"): int(len(select(units, splits, record["fold"], role))),
             }
             for role in ASSIGNED_ROLES
         }

@@ -1,18 +1,19 @@
 # What the run cost: wall time and peak memory per rule, from the benchmark files.
+from medaug.benchmarks import SUMMARY
 
 
 rule summarize_benchmarks:
     input:
-        pipeline_targets(),
+        all_targets(config),
     output:
-        jobs="results/benchmarks/jobs.tsv",
-        summary="results/benchmarks/summary.tsv",
+        jobs=paths.BENCHMARK_JOBS,
+        summary=paths.BENCHMARK_SUMMARY,
     log:
         "logs/summarize_benchmarks.log",
     localrule: True
     conda:
         "../envs/report.yaml"
     params:
-        benchmark_root="benchmarks",
+        settings=stage_settings(SUMMARY.spec),
     script:
         "../scripts/summarize_benchmarks.py"

@@ -1,9 +1,15 @@
 # Raw data -> per-paper 2D representation -> splits.
+from medaug.demo import DEMO, DEMO_DATASETS
+from medaug.papers import PREPARE, SPLIT
+
+
+wildcard_constraints:
+    demo_folder="|".join(DEMO_DATASETS),
 
 
 rule make_demo_dataset:
     output:
-        root=directory("resources/demo/{demo_folder}"),
+        root=directory(paths.DEMO_DATASET),
     log:
         "logs/make_demo_dataset/{demo_folder}.log",
     benchmark:
@@ -14,16 +20,16 @@ rule make_demo_dataset:
         mem_mb=1000,
         runtime=10,
     params:
-        settings=demo_settings_of,
+        settings=stage_settings(DEMO.spec),
     script:
         "../scripts/make_demo_dataset.py"
 
 
 rule prepare_dataset:
     input:
-        root=dataset_root,
+        unpack(stage_inputs(PREPARE.spec)),
     output:
-        prepared=directory("results/{paper}/{dataset}/prepared"),
+        prepared=directory(paths.PREPARED),
     log:
         "logs/prepare_dataset/{paper}/{dataset}.log",
     benchmark:
@@ -34,16 +40,16 @@ rule prepare_dataset:
         mem_mb=scaled_by_attempt(4000),
         runtime=scaled_by_attempt(60),
     params:
-        settings=prepare_settings_of,
+        settings=stage_settings(PREPARE.spec),
     script:
         "../scripts/prepare_dataset.py"
 
 
 rule make_splits:
     input:
-        prepared="results/{paper}/{dataset}/prepared",
+        unpack(stage_inputs(SPLIT.spec)),
     output:
-        splits="results/{paper}/{dataset}/splits.json",
+        splits=paths.SPLITS,
     log:
         "logs/make_splits/{paper}/{dataset}.log",
     benchmark:
@@ -54,6 +60,6 @@ rule make_splits:
         mem_mb=1000,
         runtime=10,
     params:
-        settings=split_settings_of,
+        settings=stage_settings(SPLIT.spec),
     script:
         "../scripts/make_splits.py"

@@ -1,12 +1,29 @@
 # DiffBoost: condition maps -> ControlNet per fold -> synthetic slices per ratio ->
-# segmenters (paper arm, nnU-Net arm) -> tables and figures.
+# segmenters (MONAI arm, nnU-Net arm) -> tables and figures. Each rule's inputs and settings
+# come from its stage in medaug/diffboost/stages.py; its paths from medaug/diffboost/paths.py.
+from medaug.diffboost import params as diffboost_params
+from medaug.diffboost import paths as diffboost_paths
+from medaug.diffboost.stages import (
+    CONDITIONS,
+    FINETUNE,
+    NNUNET_PLAN,
+    NNUNET_TRAIN,
+    REPORT,
+    SAMPLE,
+    SEGMENT,
+)
+
+
+wildcard_constraints:
+    variant=r"[A-Za-z0-9_.]+",
+    protocol="|".join(diffboost_params.PROTOCOLS),
 
 
 rule diffboost_conditions:
     input:
-        prepared="results/diffboost/{dataset}/prepared",
+        unpack(stage_inputs(CONDITIONS)),
     output:
-        conditions=directory("results/diffboost/{dataset}/conditions"),
+        conditions=directory(diffboost_paths.CONDITIONS),
     log:
         "logs/diffboost_conditions/{dataset}.log",
     benchmark:
@@ -17,20 +34,18 @@ rule diffboost_conditions:
         mem_mb=scaled_by_attempt(4000),
         runtime=scaled_by_attempt(60),
     params:
-        settings=condition_settings(config),
+        settings=stage_settings(CONDITIONS),
     script:
-        "../scripts/make_conditions.py"
+        "../scripts/diffboost_conditions.py"
 
 
 rule finetune_controlnet:
     input:
-        prepared="results/diffboost/{dataset}/prepared",
-        conditions="results/diffboost/{dataset}/conditions",
-        splits="results/diffboost/{dataset}/splits.json",
+        unpack(stage_inputs(FINETUNE)),
     output:
         # protected: a finished model is write-protected, so that a changed parameter or
         # script cannot silently retrain it (delete the folder to retrain on purpose).
-        model=protected(directory("results/diffboost/{dataset}/fold{fold}/controlnet")),
+        model=protected(directory(diffboost_paths.CONTROLNET)),
     log:
         "logs/finetune_controlnet/{dataset}/fold{fold}.log",
     benchmark:
@@ -43,21 +58,17 @@ rule finetune_controlnet:
         mem_mb=scaled_by_attempt(16000),
         runtime=scaled_by_attempt(720),
     params:
-        # Resumable checkpoints live beside, not inside, the declared output, so that
-        # Snakemake's clean-up of a failed job cannot delete them.
-        state_dir="results/diffboost/{dataset}/fold{fold}/controlnet_state",
-        settings=controlnet_settings_of,
+        # includes the resumable state folder, which lies beside the declared output
+        settings=stage_settings(FINETUNE),
     script:
         "../scripts/finetune_controlnet.py"
 
 
 rule sample_synthetic:
     input:
-        unpack(sampling_inputs),
+        unpack(stage_inputs(SAMPLE)),
     output:
-        synthetic=directory(
-            "results/diffboost/{dataset}/fold{fold}/synthetic/ratio{ratio}"
-        ),
+        synthetic=directory(diffboost_paths.SYNTHETIC),
     log:
         "logs/sample_synthetic/{dataset}/fold{fold}/ratio{ratio}.log",
     benchmark:
@@ -70,17 +81,17 @@ rule sample_synthetic:
         mem_mb=scaled_by_attempt(16000),
         runtime=scaled_by_attempt(240),
     params:
-        settings=sampling_settings(config),
+        settings=stage_settings(SAMPLE),
     script:
         "../scripts/sample_synthetic.py"
 
 
 rule train_segmenter:
     input:
-        unpack(segmenter_inputs),
+        unpack(stage_inputs(SEGMENT)),
     output:
-        metrics="results/diffboost/{dataset}/fold{fold}/segmentation/{variant}/seed{seed}/metrics.tsv",
-        record="results/diffboost/{dataset}/fold{fold}/segmentation/{variant}/seed{seed}/training.json",
+        metrics=diffboost_paths.SEGMENTER_METRICS,
+        record=diffboost_paths.SEGMENTER_RECORD,
     log:
         "logs/train_segmenter/{dataset}/fold{fold}/{variant}/seed{seed}.log",
     benchmark:
@@ -93,59 +104,16 @@ rule train_segmenter:
         mem_mb=scaled_by_attempt(8000),
         runtime=scaled_by_attempt(240),
     params:
-        settings=segmenter_settings_of,
+        settings=stage_settings(SEGMENT),
     script:
         "../scripts/train_segmenter.py"
 
 
-rule diffboost_report:
-    input:
-        unpack(diffboost_report_inputs),
-    output:
-        metrics="results/diffboost/metrics.tsv",
-        tables=report(
-            directory("results/diffboost/tables"),
-            patterns=["{table}.html"],
-            caption="../report/diffboost_tables.rst",
-            category="DiffBoost",
-            subcategory="Tables",
-            labels={"table": "{table}"},
-        ),
-        ratio_png=report(
-            "results/diffboost/figures/dice_vs_ratio.png",
-            caption="../report/diffboost_dice_vs_ratio.rst",
-            category="DiffBoost",
-            subcategory="Figures",
-        ),
-        ratio_svg="results/diffboost/figures/dice_vs_ratio.svg",
-        samples=report(
-            "results/diffboost/figures/samples.png",
-            caption="../report/diffboost_samples.rst",
-            category="DiffBoost",
-            subcategory="Figures",
-        ),
-    log:
-        "logs/diffboost_report.log",
-    localrule: True
-    conda:
-        "../envs/report.yaml"
-    params:
-        labels=diffboost_metric_labels(),
-        sample_datasets=config["diffboost"]["datasets"],
-        sample_ratio=sample_ratio(),
-        # caption lines of the HTML report
-        scale=diffboost_scale(config),
-        data_sources=data_sources(config, config["diffboost"]["datasets"]),
-    script:
-        "../scripts/diffboost_report.py"
-
-
 rule nnunet_plan:
     input:
-        prepared="results/diffboost/{dataset}/prepared",
-        splits="results/diffboost/{dataset}/splits.json",
+        unpack(stage_inputs(NNUNET_PLAN)),
     output:
-        plans="results/diffboost/{dataset}/fold{fold}/nnunet/{protocol}/real_plans.json",
+        plans=diffboost_paths.NNUNET_PLANS,
     log:
         "logs/nnunet_plan/{dataset}/fold{fold}/{protocol}.log",
     benchmark:
@@ -156,17 +124,15 @@ rule nnunet_plan:
     resources:
         mem_mb=scaled_by_attempt(8000),
         runtime=scaled_by_attempt(60),
-    params:
-        workdir=subpath(output.plans, parent=True),
     script:
         "../scripts/nnunet_plan.py"
 
 
 rule nnunet_train:
     input:
-        unpack(nnunet_train_inputs),
+        unpack(stage_inputs(NNUNET_TRAIN)),
     output:
-        metrics="results/diffboost/{dataset}/fold{fold}/nnunet/{protocol}/ratio{ratio}/metrics.tsv",
+        metrics=diffboost_paths.NNUNET_METRICS,
     log:
         "logs/nnunet_train/{dataset}/fold{fold}/{protocol}/ratio{ratio}.log",
     benchmark:
@@ -179,7 +145,44 @@ rule nnunet_train:
         mem_mb=scaled_by_attempt(16000),
         runtime=scaled_by_attempt(1440),
     params:
-        workdir="results/diffboost/{dataset}/fold{fold}/nnunet/{protocol}",
-        settings=nnunet_settings(config),
+        settings=stage_settings(NNUNET_TRAIN),
     script:
         "../scripts/nnunet_train.py"
+
+
+rule diffboost_report:
+    input:
+        unpack(stage_inputs(REPORT)),
+    output:
+        metrics=diffboost_paths.METRICS,
+        tables=report(
+            directory(diffboost_paths.TABLES),
+            patterns=["{table}.html"],
+            caption="../report/diffboost_tables.rst",
+            category="DiffBoost",
+            subcategory="Tables",
+            labels={"table": "{table}"},
+        ),
+        ratio_png=report(
+            diffboost_paths.RATIO_FIGURE,
+            caption="../report/diffboost_dice_vs_ratio.rst",
+            category="DiffBoost",
+            subcategory="Figures",
+        ),
+        ratio_svg=diffboost_paths.RATIO_FIGURE_SVG,
+        samples=report(
+            diffboost_paths.SAMPLES_FIGURE,
+            caption="../report/diffboost_samples.rst",
+            category="DiffBoost",
+            subcategory="Figures",
+        ),
+    log:
+        "logs/diffboost_report.log",
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        # run labels and the caption lines of the HTML report
+        settings=stage_settings(REPORT),
+    script:
+        "../scripts/diffboost_report.py"

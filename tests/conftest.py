@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medaug.config import validate_config
 from medaug.demo import DEMO_DATASETS, write_demo_dataset
+from medaug.papers import validate_config
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from medaug.datasets import classification_dataset, nuclei_dataset, segmentation_dataset
 from medaug.errors import DatasetError
-from medaug.preprocess import prepare_classification, prepare_nuclei, prepare_segmentation
+from medaug.preparation import prepare_classification, prepare_nuclei, prepare_segmentation
 
 from .conftest import entry_for
 

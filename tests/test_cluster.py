@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from medaug.pipeline import diffboost_runs, load_config
+from medaug.diffboost.params import runs
+from medaug.papers import load_config
 
 from .conftest import REPO, SNAKEMAKE, result_tables
 
@@ -37,11 +38,11 @@ def test_profile_plans_the_paper_scale_dag_from_the_repository_root(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
-    paper = load_config(REPO / "config.paper.yaml")
-    paper_arm = [path for path, labels in diffboost_runs(paper) if labels["arm"] == "paper"]
+    paper = load_config([REPO / "config.paper.yaml"])
+    monai_arm = [path for path, labels in runs(paper) if labels["arm"] == "monai"]
     assert counts["finetune_controlnet"] == 3 * 3  # datasets x folds
     assert counts["sample_synthetic"] == 3 * 3 * 7  # x ratios
-    assert counts["train_segmenter"] == len(paper_arm) > 100
+    assert counts["train_segmenter"] == len(monai_arm) > 100
     assert counts["nnunet_train"] == 3 * 3 * 2 * 3  # datasets x folds x protocols x ratios
     assert counts["total"] > 300
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from medaug import conditions
-from medaug.conditions import HedNetwork, canny_edges, condition_maps, hed_edges, load_hed, mask_contour
+from medaug.diffboost import conditions
+from medaug.diffboost.conditions import HedNetwork, canny_edges, condition_maps, hed_edges, load_hed, mask_contour
 from medaug.errors import DatasetError
 
 # Parameter names the official ControlNet/DiffBoost HED loader expects after its
@@ -79,7 +79,7 @@ def test_canny_fallback_is_binary_and_contains_the_mask_contour(caplog):
     image = np.where(mask > 0, 0.8, -0.6).astype(np.float32)
     images, masks = np.stack([image, np.full_like(image, 0.8)]), np.stack([mask, np.zeros_like(mask)])
     conditions._warn_canny_fallback.cache_clear()  # warned once per process; make this call the first
-    with caplog.at_level(logging.WARNING, logger="medaug.conditions"):
+    with caplog.at_level(logging.WARNING, logger="medaug.diffboost.conditions"):
         maps, method = condition_maps(images, masks)
     assert method == "canny"
     assert "HED" in caplog.text and "network-bsds500.pth" in caplog.text

@@ -3,8 +3,10 @@ import copy
 import pytest
 import yaml
 
-from medaug.config import load_schema, validate_config
+from medaug.config import load_schema
+from medaug.diffboost.params import controlnet_settings
 from medaug.errors import ConfigError
+from medaug.papers import validate_config
 
 from .conftest import REPO
 
@@ -72,6 +74,15 @@ def test_paper_must_reference_defined_dataset_of_the_right_format():
         validate_config({"diffboost": {"datasets": ["liver"]}})
     with pytest.raises(ConfigError, match="'consep' has format 'consep', but diffboost needs one of busi, msd"):
         validate_config({"diffboost": {"datasets": ["consep"]}})
+
+
+def test_controlnet_epochs_come_from_the_schema_or_an_error_never_a_code_default():
+    epochs = {"busi": 10, "spleen": 10}  # no prostate
+    with pytest.raises(ConfigError, match="diffboost.controlnet.epochs: no entry for dataset 'prostate'"):
+        validate_config({"diffboost": {"controlnet": {"epochs": epochs}}})
+    fixed_steps = validate_config({"diffboost": {"controlnet": {"epochs": epochs, "max_steps": 5}}})
+    assert controlnet_settings(fixed_steps, "prostate")["epochs"] is None
+    assert controlnet_settings(validate_config({}), "busi")["epochs"] == 1600
 
 
 def test_defaults_fill_nested_keys():

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,16 +15,11 @@ import pytest
 import torch
 import yaml
 
-from medaug.config import validate_config
-from medaug.diffboost import (
-    development_slices,
-    finetune_controlnet,
-    sample_synthetic,
-    write_conditions,
-)
-from medaug.pipeline import controlnet_settings, sampling_settings
-from medaug.preprocess import prepare_segmentation
-from medaug.slices import load_synthetic_pool
+from medaug.diffboost.generator import finetune_controlnet, sample_synthetic, write_conditions
+from medaug.diffboost.params import controlnet_settings, sampling_settings
+from medaug.diffboost.slices import development_slices, load_synthetic_pool
+from medaug.papers import validate_config
+from medaug.preparation import prepare_segmentation
 from medaug.splits import LeakageError, make_splits, role_cases
 
 from .conftest import REPO, entry_for
@@ -110,9 +106,11 @@ def test_sampling_reuses_smaller_ratios_and_counts_exactly(demo_config, spleen, 
     assert (second.groupby("source_slice_id").k.apply(sorted).apply(list) == [[1, 2]] * len(sources)).all()
     counts = json.loads((base / "syn" / "ratio2" / "counts.json").read_text())
     assert counts["new_images"] == len(sources) and counts["reused_images"] == len(sources)
-    # Ratio 2 reuses ratio 1's images (same files, same seeds) instead of regenerating them.
+    # Ratio 2 reuses ratio 1's images (same pixels, same seeds) instead of regenerating them,
+    # and holds them itself: a later job reads the folder of its own ratio only.
     reused = second[second.k == 1]
-    assert set(reused.file) == {"ratio1/samples.npz"}
+    first_pool, reused_pool = (load_synthetic_pool(base / "syn" / f"ratio{r}", 1) for r in (1, 2))
+    assert all(np.array_equal(first_pool[s], reused_pool[s]) for s in first_pool)
     assert reused.set_index("synthetic_id").seed.equals(first.set_index("synthetic_id").seed.loc[reused.synthetic_id])
     pool = load_synthetic_pool(base / "syn" / "ratio2", 2)
     assert set(pool) == set(sources.slice_id)
@@ -128,20 +126,18 @@ def test_killed_finetuning_resumes_from_its_checkpoint(demo_config, spleen, tmp_
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["diffboost"]["controlnet"].update(max_steps=40, checkpointing_steps=4, batch_size=4)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    state = tmp_path / "state"
-    command = [
-        sys.executable,
-        str(REPO / "scripts" / "finetune_controlnet.py"),
-        "spleen",
-        "0",
-        str(base),
-        str(tmp_path / "model"),
-        str(state),
-        "--config",
-        str(tmp_path / "config.yaml"),
-    ]
+    # The stage's console script, run in a working directory laid out as the pipeline's.
+    dataset_dir = tmp_path / "results" / "diffboost" / "spleen"
+    dataset_dir.mkdir(parents=True)
+    for name in ("prepared", "conditions", "splits.json"):
+        (dataset_dir / name).symlink_to(base / name)
+    state, model = dataset_dir / "fold0" / "controlnet_state", dataset_dir / "fold0" / "controlnet"
+    entry = Path(sys.executable).parent / "medaug-finetune-controlnet"
+    command = [str(entry), "spleen", "0", "--config", str(tmp_path / "config.yaml")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 240
     while not any(state.glob("checkpoint-*")) and time.time() < deadline and first.poll() is None:
         time.sleep(0.5)
@@ -149,11 +145,11 @@ def test_killed_finetuning_resumes_from_its_checkpoint(demo_config, spleen, tmp_
     first.send_signal(signal.SIGKILL)  # as a SLURM time limit would
     first.wait(timeout=30)
     killed_at = max(int(p.name.split("-")[1]) for p in state.glob("checkpoint-*"))
-    assert killed_at < 40 and not (tmp_path / "model").exists()
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert killed_at < 40 and not model.exists()
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"resuming from checkpoint-{killed_at}" in second.stderr
-    info = json.loads((tmp_path / "model" / "medaug_model.json").read_text())
+    info = json.loads((model / "medaug_model.json").read_text())
     assert info["training"]["resumed_from"] == killed_at
     assert info["training"]["steps_run"] == 40 - killed_at  # at most one interval was lost
 
@@ -163,7 +159,7 @@ def test_pretrained_stable_diffusion_layout_trains_in_latent_space(demo_config, 
     VAE, loaded locally; only the ControlNet trains and is exported."""
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 
-    from medaug.diffboost import build_tiny_components
+    from medaug.diffusion.models import build_tiny_components
 
     base, splits = spleen
     tiny = build_tiny_components(demo_config["diffboost"]["controlnet"]["tiny_model"], 32, ["spleen, ct"], 0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from medaug.errors import MedaugError
-from medaug.nnunet import (
+from medaug.nnunet.wrapper import (
     TRAINER_DIR,
     nnunet_env,
     plan_and_preprocess,

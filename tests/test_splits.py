@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import KFold
 
-from medaug.preprocess import prepare_nuclei, prepare_segmentation
+from medaug.preparation import prepare_nuclei, prepare_segmentation
 from medaug.splits import LeakageError, check_no_leakage, kfold_splits, make_splits, role_cases, select
 
 from .conftest import entry_for

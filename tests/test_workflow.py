@@ -60,7 +60,7 @@ def test_demo_runs_diffboost_to_its_tables_and_figures(demo_run):
     metrics = pd.read_csv(base / "metrics.tsv", sep="\t")
     config = yaml.safe_load((demo_run / "config.yaml").read_text())
     assert set(metrics.dataset) == set(config["diffboost"]["datasets"])
-    assert set(metrics.protocol) == {"paper", "clean"} and set(metrics.arm) == {"paper", "nnunet"}
+    assert set(metrics.protocol) == {"official", "clean"} and set(metrics.arm) == {"monai", "nnunet"}
     assert metrics[["dice", "precision", "recall", "hd95"]].notna().all().all()
     for table in ("main", "ratio", "patch", "alpha", "architecture", "augmentation"):
         assert not pd.read_csv(base / "tables" / f"{table}.csv").empty, table
@@ -116,23 +116,25 @@ def test_config_typo_is_reported_readably(tmp_path):
     assert "unknown key 'imagesize' (did you mean 'image_size'?)" in result.stdout + result.stderr
 
 
-def test_scripts_run_standalone(demo_run, tmp_path):
-    out = tmp_path / "splits.json"
+def test_a_stage_runs_standalone_with_the_rules_paths(demo_run, tmp_path):
+    """A stage's console script resolves the same paths and settings as its rule."""
+    dataset = tmp_path / "results" / "diffboost" / "spleen"
+    dataset.mkdir(parents=True)
+    (dataset / "prepared").symlink_to(demo_run / "results" / "diffboost" / "spleen" / "prepared")
     subprocess.run(
         [
-            sys.executable,
-            str(REPO / "scripts" / "make_splits.py"),
+            str(Path(sys.executable).parent / "medaug-make-splits"),
             "diffboost",
             "spleen",
-            str(demo_run / "results" / "diffboost" / "spleen" / "prepared"),
-            str(out),
             "--config",
             str(REPO / "config.yaml"),
         ],
+        cwd=tmp_path,
         check=True,
         capture_output=True,
         text=True,
         timeout=120,
     )
+    out = dataset / "splits.json"
     assert out.read_text() == (demo_run / "results" / "diffboost" / "spleen" / "splits.json").read_text()
     assert Path(out).stat().st_size > 0

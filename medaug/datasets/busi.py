@@ -3,7 +3,7 @@
 ``Dataset_BUSI_with_GT/{benign,malignant,normal}/<class> (N).png`` with the lesion mask
 ``<class> (N)_mask.png`` and, for multifocal cases, ``_mask_1.png``, ``_mask_2.png``...
 Masks are 0/255 and are OR-merged into one lesion label. BUSI has no patient ids, so
-each image is its own patient (the official DiffBoost folds are per image too).
+each image is its own patient (the official code's folds are per image too).
 """
 
 from __future__ import annotations

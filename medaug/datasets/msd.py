@@ -1,7 +1,7 @@
 """Medical Segmentation Decathlon tasks (Task09 Spleen, Task05 Prostate) as distributed.
 
 ``<root>/dataset.json`` lists ``training`` pairs ``{"image": "./imagesTr/x.nii.gz",
-"label": "./labelsTr/x.nii.gz"}`` in the order the official DiffBoost folds use; the
+"label": "./labelsTr/x.nii.gz"}`` in the order the official code's folds use (spec §1.2); the
 unlabelled ``test`` volumes are not used. Images are reoriented to RAS and cut into axial
 slices; a 4D image (prostate: T2 + ADC) keeps the configured channel only.
 """

@@ -6,10 +6,12 @@ switches to real data by changing ``datasets.<name>.root`` and nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from pathlib import Path
+
+from medaug import paths
+from medaug.stage import Job, Spec, Stage
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +27,6 @@ DEMO_DATASETS = {
 }
 
 
-def demo_rng(seed: int, name: str):
-    """A stream that depends on the master seed and the dataset, not on run order."""
-    import numpy as np
-
-    digest = hashlib.sha256(name.encode()).digest()
-    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
-
-
 def write_demo_dataset(folder: str | Path, seed: int, params: dict) -> Path:
     """Write the demo dataset named by ``folder``'s last component, atomically.
 
@@ -42,11 +36,36 @@ def write_demo_dataset(folder: str | Path, seed: int, params: dict) -> Path:
     if folder.name not in DEMO_DATASETS:
         raise ValueError(f"{folder}: no demo generator for '{folder.name}' (known: {', '.join(DEMO_DATASETS)})")
     from medaug.io import atomic_output
+    from medaug.seeds import keyed_rng
 
     module, function = DEMO_DATASETS[folder.name][1].split(":")
     writer = getattr(importlib.import_module(f"medaug.demo.{module}"), function)
     with atomic_output(folder, directory=True) as tmp:
-        writer(tmp, demo_rng(seed, folder.name), params)
+        writer(tmp, keyed_rng(seed, folder.name), params)
     n_files = sum(1 for p in folder.rglob("*") if p.is_file())
     log.info("wrote demo dataset %s (%d files, seed %d)", folder, n_files, seed)
     return folder
+
+
+def demo_settings(config: dict, folder: str) -> dict:
+    """The master seed and the config's ``demo`` block of one demo folder."""
+    key, _ = DEMO_DATASETS[folder]
+    return {"seed": config["seed"], "params": config["demo"][key]}
+
+
+def _write(job: Job) -> None:
+    write_demo_dataset(job.outputs["root"], job.settings["seed"], job.settings["params"])
+
+
+DEMO = Stage(
+    Spec(
+        name="make_demo_dataset",
+        description="Write one demo dataset, in its real on-disk format, from the config's demo block.",
+        wildcards=("demo_folder",),
+        inputs=lambda config, w: {},
+        outputs=lambda config, w: {"root": paths.fill(paths.DEMO_DATASET, **w)},
+        settings=lambda config, w: demo_settings(config, w["demo_folder"]),
+    ),
+    _write,
+)
+demo_entry = DEMO.entry

@@ -1,4 +1,4 @@
-"""Diffusion training and sampling shared by the three papers (DiffBoost, DiffMix, D-Cube).
+"""Diffusion training and sampling shared by the three papers.
 
 ``training`` holds the resumable training loop (mixed precision, gradient accumulation,
 EMA, checkpoints) and the export of trained models; ``sampling`` holds the DDIM loop with

@@ -57,7 +57,7 @@ class TrainingSettings:
     gradient_accumulation_steps: int = 1
     # "auto": bf16 on CUDA where supported, else fp16; fp32 on CPU whatever is asked.
     mixed_precision: str = "auto"
-    ema_decay: float | None = 0.9999  # None disables EMA
+    ema_decay: float | None = None  # None disables EMA (the papers' configs set it)
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = 2
     max_grad_norm: float | None = 1.0

@@ -1,4 +1,4 @@
-"""The paper arm: random merging mask, joint augmentation, both protocols."""
+"""The MONAI arm: random merging mask, joint augmentation, both protocols."""
 
 import json
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from medaug.evaluation import case_metrics
-from medaug.preprocess import prepare_segmentation
-from medaug.segmentation import Variant, augment, random_merging_mask, train_and_evaluate
+from medaug.diffboost.segmenter import Variant, augment, random_merging_mask, train_and_evaluate
+from medaug.metrics.segmentation import case_metrics
+from medaug.preparation import prepare_segmentation
 from medaug.splits import make_splits, role_cases
 
 from .conftest import entry_for
@@ -20,7 +20,7 @@ SETTINGS = {
     "batch_size": 8,
     "learning_rate": 1e-3,
     "eval_every": 1,
-    "protocols": ["paper", "clean"],
+    "protocols": ["official", "clean"],
 }
 
 
@@ -89,10 +89,10 @@ def test_both_protocols_score_the_real_test_cases(prostate):
     base, splits = prostate
     metrics, record = train_and_evaluate(base / "prepared", splits, 1, Variant("UNet", "RandomGamma"), SETTINGS, 32, 3)
     test = role_cases(splits, 1, "test")
-    for protocol in ("paper", "clean"):
+    for protocol in ("official", "clean"):
         scored = metrics[metrics.protocol == protocol]
         assert set(scored.case_id) | set(record["protocols"][protocol]["unscored_cases"]) == test
         assert scored[["dice", "precision", "recall", "hd95"]].notna().all().all()
-    paper, clean = (metrics[metrics.protocol == p].set_index("case_id").n_slices for p in ("paper", "clean"))
-    assert (paper <= clean.loc[paper.index]).all() and (clean > paper.loc[clean.index]).any()
-    assert record["protocols"]["paper"]["train_slices"] > record["protocols"]["clean"]["train_slices"]
+    official, clean = (metrics[metrics.protocol == p].set_index("case_id").n_slices for p in ("official", "clean"))
+    assert (official <= clean.loc[official.index]).all() and (clean > official.loc[clean.index]).any()
+    assert record["protocols"]["official"]["train_slices"] > record["protocols"]["clean"]["train_slices"]

@@ -1,6 +1,6 @@
 """nnU-Net trainer whose schedule is set from the environment (``-tr nnUNetTrainer_medaug``).
 
-nnU-Net finds this class through ``nnUNet_extTrainer`` (set by ``medaug.nnunet.nnunet_env``),
+nnU-Net finds this class through ``nnUNet_extTrainer`` (set by ``medaug.nnunet.wrapper.nnunet_env``),
 which imports this file as the top-level module ``nnUNetTrainer_medaug``: hence no relative
 imports here, and no ``__init__.py`` in this folder.
 

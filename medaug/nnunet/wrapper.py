@@ -1,6 +1,6 @@
 """nnU-Net v2 as a downstream segmentation arm: raw datasets, splits and the CLI steps.
 
-Every nnU-Net step runs in a subprocess (``python -m medaug.nnunet_cli``, see there for why)
+Every nnU-Net step runs in a subprocess (``python -m medaug.nnunet.cli``, see there for why)
 with an environment from :func:`nnunet_env`: nnU-Net reads its folders and knobs from
 environment variables at import time, so one process per step is the only reliable way
 to point it at a per-run working directory.
@@ -30,8 +30,8 @@ from medaug.io import atomic_output, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-TRAINER_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+TRAINER_DIR = Path(__file__).resolve().parent / "trainers"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 PLANS = "nnUNetPlans"
 CONFIGURATION = "2d"
 FILE_ENDING = ".nii.gz"
@@ -248,7 +248,7 @@ def write_splits(preprocessed_root: str | Path, dataset_id: int, folds: list[dic
 def run_cli(
     command: str, args: list[str], env: dict, log_file: str | Path | None = None, timeout: float | None = None
 ) -> None:
-    """Run ``python -m medaug.nnunet_cli command *args`` with ``env``.
+    """Run ``python -m medaug.nnunet.cli command *args`` with ``env``.
 
     Output (stdout and stderr) is written to ``log_file`` as it comes (appended, so one log
     can hold several steps); a non-zero exit or a timeout raises MedaugError naming the
@@ -257,7 +257,7 @@ def run_cli(
     env = dict(env)
     # The subprocess must import this very medaug, whatever the caller's working directory.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "medaug.nnunet_cli", command, *[str(a) for a in args]]
+    cmd = [sys.executable, "-m", "medaug.nnunet.cli", command, *[str(a) for a in args]]
     own_log = log_file is None
     if own_log:
         handle, name = tempfile.mkstemp(prefix=f"nnunet_{command}_", suffix=".log")
@@ -422,3 +422,60 @@ def predict(
 def read_plans(preprocessed_root: str | Path, dataset_id: int) -> dict:
     """The dataset's ``nnUNetPlans.json``."""
     return read_json(find_dataset_folder(preprocessed_root, dataset_id) / f"{PLANS}.json")
+
+
+# --- a whole arm: plan on real data once, then train and predict each augmented dataset ------------
+
+
+def plan_dataset(
+    workdir: str | Path,
+    dataset_id: int,
+    name: str,
+    cases: list[tuple[str, np.ndarray, np.ndarray]],
+    labels: dict[str, int],
+    test_cases: list[tuple[str, np.ndarray]],
+    threads: int = 2,
+) -> dict:
+    """Write the reference dataset (real cases, and the test images every later dataset is
+    predicted on) under ``workdir`` and plan it; returns its plans."""
+    env = nnunet_env(workdir, threads)
+    write_dataset(env["nnUNet_raw"], dataset_id, name, cases, labels, test_cases=test_cases)
+    plan_and_preprocess(dataset_id, env, Path(workdir) / "logs" / "plan.log")
+    return read_plans(env["nnUNet_preprocessed"], dataset_id)
+
+
+def train_and_predict(
+    workdir: str | Path,
+    reference_id: int,
+    dataset_id: int,
+    name: str,
+    cases: list[tuple[str, np.ndarray, np.ndarray]] | None,
+    labels: dict[str, int],
+    split: dict[str, list[str]],
+    trainer: str,
+    trainer_settings: dict,
+    device: str = "cpu",
+    threads: int = 2,
+) -> Path:
+    """Train fold 0 of ``dataset_id`` on ``split`` and predict the reference dataset's test
+    images; returns the predictions' folder.
+
+    ``cases`` (written as dataset ``dataset_id`` and preprocessed with the reference's
+    plans) or None to train on the reference dataset itself (``dataset_id ==
+    reference_id``). Only the final checkpoint is kept: it is what gets predicted.
+    """
+    workdir = Path(workdir)
+    env = nnunet_env(workdir, threads)
+    logs = workdir / "logs" / name
+    if cases is not None:
+        write_dataset(env["nnUNet_raw"], dataset_id, name, cases, labels)
+        reuse_plans(reference_id, dataset_id, env, logs.with_suffix(".preprocess.log"))
+    write_splits(env["nnUNet_preprocessed"], dataset_id, [split])
+    train_env = nnunet_env(workdir, threads, training=True, trainer_settings=trainer_settings)
+    folder = train(dataset_id, 0, train_env, trainer, device, logs.with_suffix(".train.log"))
+    predictions = workdir / f"predictions_{name}"
+    shutil.rmtree(predictions, ignore_errors=True)
+    test_images = find_dataset_folder(env["nnUNet_raw"], reference_id) / "imagesTs"
+    predict(test_images, predictions, dataset_id, 0, env, trainer, device, logs.with_suffix(".predict.log"))
+    (folder / "checkpoint_best.pth").unlink(missing_ok=True)  # 60+ MB each; the final one is what we score
+    return predictions

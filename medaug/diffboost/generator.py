@@ -10,7 +10,6 @@ training loop (:mod:`medaug.diffusion.training`) and DDIM sampler
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -22,20 +21,24 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from medaug.io import atomic_output, write_json
-from medaug.slices import load_slices
-from medaug.splits import LeakageError, role_cases
+from medaug.diffboost import stages
+from medaug.diffboost.slices import MANIFEST, SAMPLES, development_slices, load_slices, read_manifest
+from medaug.diffusion.models import (
+    MODEL_INFO,
+    build_tiny_components,
+    encode_text,
+    from_model_space,
+    load_model_folder,
+    load_pretrained_components,
+    to_model_space,
+)
+from medaug.io import atomic_output, read_json, write_json
+from medaug.seeds import keyed_seed
+from medaug.stage import Job, Stage
 
 log = logging.getLogger(__name__)
 
-PHRASES_FILE = Path(__file__).parent / "data" / "augmentation_phrases.txt"
-MODEL_INFO = "medaug_model.json"
-COMPONENTS = ("unet", "controlnet", "text_encoder", "tokenizer", "scheduler", "vae")
-
-
-def stream_seed(*keys: object) -> int:
-    """A 63-bit seed that depends only on ``keys`` (so each image has its own stream)."""
-    return int.from_bytes(hashlib.sha256("/".join(map(str, keys)).encode()).digest()[:8], "little") >> 1
+PHRASES_FILE = Path(__file__).resolve().parent / "data" / "augmentation_phrases.txt"
 
 
 def augmentation_phrases(path: str | Path | None = None) -> list[str]:
@@ -43,172 +46,11 @@ def augmentation_phrases(path: str | Path | None = None) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
-# --- models -------------------------------------------------------------------------------
-
-
-def tiny_tokenizer(texts: list[str], max_length: int = 32):
-    """A word-level CLIP-style tokenizer built in memory from the texts it must encode
-    (no hub access); saved and reloaded with save_pretrained / AutoTokenizer."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
-    splitter = pre_tokenizers.Whitespace()
-    words = sorted({w for text in texts for w, _ in splitter.pre_tokenize_str(text.lower())})
-    vocab = {token: i for i, token in enumerate(specials + words)}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = splitter
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        model_max_length=max_length,
-    )
-
-
-def build_tiny_components(tiny: dict, image_size: int, texts: list[str], seed: int) -> dict:
-    """Random pixel-space UNet + ControlNet + small CLIP text encoder, attention only at
-    the lowest resolution (the CPU-speed lever measured in stack-notes §4)."""
-    from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(seed)
-    tokenizer = tiny_tokenizer(texts)
-    width = tiny["text_hidden_size"]
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=tiny["text_layers"],
-            num_attention_heads=max(1, width // 8),
-            max_position_embeddings=tokenizer.model_max_length,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
-    levels = len(tiny["block_out_channels"])
-    unet = UNet2DConditionModel(
-        sample_size=image_size,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=tuple(tiny["block_out_channels"]),
-        layers_per_block=tiny["layers_per_block"],
-        down_block_types=("DownBlock2D",) * (levels - 1) + ("CrossAttnDownBlock2D",),
-        up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1),
-        cross_attention_dim=width,
-        attention_head_dim=tiny["attention_head_dim"],
-        norm_num_groups=tiny["norm_num_groups"],
-    )
-    # Pixel space: the control image enters at full resolution, one conditioning level.
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16,), conditioning_channels=1)
-    return {
-        "unet": unet,
-        "controlnet": controlnet,
-        "text_encoder": text_encoder,
-        "tokenizer": tokenizer,
-        "scheduler": DDPMScheduler(num_train_timesteps=1000),
-        "vae": None,
-    }
-
-
-def load_pretrained_components(pretrained_model: str, pretrained_controlnet: str | None) -> dict:
-    """Stable Diffusion 1.5 (+ ControlNet) from local diffusers folders, never a hub id."""
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
-    from transformers import AutoTokenizer, CLIPTextModel
-
-    base = Path(pretrained_model)
-    if not base.is_dir():
-        raise FileNotFoundError(f"{base}: diffboost.controlnet.pretrained_model is not a folder")
-    kwargs = {"local_files_only": True}
-    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", **kwargs)
-    if pretrained_controlnet:
-        controlnet = ControlNetModel.from_pretrained(pretrained_controlnet, **kwargs)
-    else:
-        controlnet = ControlNetModel.from_unet(unet)
-    return {
-        "unet": unet,
-        "controlnet": controlnet,
-        "text_encoder": CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **kwargs),
-        "tokenizer": AutoTokenizer.from_pretrained(base, subfolder="tokenizer", **kwargs),
-        "scheduler": DDPMScheduler.from_pretrained(base, subfolder="scheduler", **kwargs),
-        "vae": AutoencoderKL.from_pretrained(base, subfolder="vae", **kwargs),
-    }
-
-
-def load_model_folder(model_dir: str | Path) -> tuple[dict, dict]:
-    """Components of a fine-tuned model: what the folder holds, the rest from its base."""
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
-    from transformers import AutoTokenizer, CLIPTextModel
-
-    model_dir = Path(model_dir)
-    info = json.loads((model_dir / MODEL_INFO).read_text())
-    loaders = {
-        "unet": UNet2DConditionModel,
-        "controlnet": ControlNetModel,
-        "text_encoder": CLIPTextModel,
-        "tokenizer": AutoTokenizer,
-        "scheduler": DDPMScheduler,
-        "vae": AutoencoderKL,
-    }
-    components = {}
-    for name, loader in loaders.items():
-        if (model_dir / name).is_dir():
-            components[name] = loader.from_pretrained(model_dir / name, local_files_only=True)
-        elif info["base"] and (Path(info["base"]) / name).is_dir():
-            components[name] = loader.from_pretrained(info["base"], subfolder=name, local_files_only=True)
-        else:
-            components[name] = None
-    return components, info
-
-
-@torch.no_grad()
-def encode_text(tokenizer, text_encoder, texts: list[str], device) -> torch.Tensor:
-    tokens = tokenizer(
-        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    return text_encoder(tokens.input_ids.to(device))[0]
-
-
-def _to_model_space(images: torch.Tensor, vae) -> torch.Tensor:
-    """(B,1,H,W) images in [-1,1] -> what the UNet denoises (latents with a VAE)."""
-    if vae is None:
-        return images
-    latents = vae.encode(images.repeat(1, vae.config.in_channels, 1, 1)).latent_dist.sample()
-    return latents * vae.config.scaling_factor
-
-
-def _from_model_space(x: torch.Tensor, vae) -> torch.Tensor:
-    if vae is None:
-        return x.clamp(-1, 1)
-    decoded = vae.decode(x / vae.config.scaling_factor).sample
-    return decoded[:, :1].clamp(-1, 1)  # the official sampler keeps channel 0
-
-
 def _control(conditions: torch.Tensor, controlnet) -> torch.Tensor:
     return conditions.repeat(1, controlnet.config.conditioning_channels, 1, 1)
 
 
 # --- data -----------------------------------------------------------------------------------
-
-
-def development_slices(prepared_dir: str | Path, splits: dict, fold: int) -> pd.DataFrame:
-    """The positive slices of the fold's development cases: the only slices the generator
-    ever trains on or is conditioned on. Raises LeakageError if a test case slips in."""
-    slices = pd.read_csv(Path(prepared_dir) / "slices.tsv", sep="\t", dtype={"case_id": str, "patient_id": str})
-    development = role_cases(splits, fold, "development")
-    chosen = slices[slices.case_id.isin(development) & slices.positive].reset_index(drop=True)
-    test_patients = set(slices.patient_id[slices.case_id.isin(role_cases(splits, fold, "test"))])
-    if test_patients & set(chosen.patient_id):
-        raise LeakageError(f"fold {fold}: generator input contains test patients {sorted(test_patients)[:5]}")
-    return chosen
 
 
 def augment_pair(
@@ -235,7 +77,7 @@ def write_conditions(
     """Condition map of every slice: image edges (HED, or Canny without weights) plus the
     ground-truth mask contour. Writes ``<case>.npz`` (``condition``, float16 in [0, 1])
     and ``meta.json`` recording the edge method actually used."""
-    from medaug.conditions import condition_maps
+    from medaug.diffboost.conditions import condition_maps
 
     prepared_dir = Path(prepared_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -290,7 +132,9 @@ def finetune_controlnet(
     rows = development_slices(prepared_dir, splits, fold)
     images, conditions = load_slices(prepared_dir, conditions_dir, rows)
     if settings["pretrained_model"]:
-        components = load_pretrained_components(settings["pretrained_model"], settings["pretrained_controlnet"])
+        components = load_pretrained_components(
+            settings["pretrained_model"], settings["pretrained_controlnet"], "diffboost.controlnet.pretrained_model"
+        )
     else:
         components = build_tiny_components(
             settings["tiny_model"], image_size, _texts_for_vocabulary(prompts, sampling), seed
@@ -313,7 +157,7 @@ def finetune_controlnet(
     )
 
     def make_batch(micro_step: int) -> dict:
-        rng = np.random.default_rng(stream_seed(seed, "finetune", fold, micro_step))
+        rng = np.random.default_rng(keyed_seed(seed, "finetune", fold, micro_step))
         index = rng.integers(0, len(images), batch_size)
         x, c = augment_pair(
             torch.from_numpy(images[index, None]),
@@ -322,13 +166,13 @@ def finetune_controlnet(
             settings["rotation_degrees"],
             tuple(settings["zoom_range"]),
         )
-        g = torch.Generator().manual_seed(stream_seed(seed, "noise", fold, micro_step))
+        g = torch.Generator().manual_seed(keyed_seed(seed, "noise", fold, micro_step))
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=g)
         return {"images": x, "conditions": c, "timesteps": timesteps, "generator": g}
 
     def loss_fn(models: dict, batch: dict) -> torch.Tensor:
         model_device = next(models["unet"].parameters()).device
-        x = _to_model_space(batch["images"].to(model_device), vae)
+        x = to_model_space(batch["images"].to(model_device), vae)
         noise = torch.randn(x.shape, generator=batch["generator"]).to(model_device)
         t = batch["timesteps"].to(model_device)
         noisy = scheduler.add_noise(x, noise, t)
@@ -407,7 +251,7 @@ def sample_synthetic(
 ) -> pd.DataFrame:
     """Add images ``previous ratio + 1 .. ratio`` for every development slice of the fold
     (each conditioned on that slice's own condition map and inheriting its mask), and
-    write the manifest of all images up to ``ratio``."""
+    write every image up to ``ratio`` (the previous ratio's too) with its manifest."""
     from diffusers import DDIMScheduler
 
     from medaug.diffusion.sampling import batched, ddim_sample
@@ -416,7 +260,8 @@ def sample_synthetic(
     out_dir = Path(out_dir)
     rows = development_slices(prepared_dir, splits, fold)
     images, conditions = load_slices(prepared_dir, conditions_dir, rows)
-    manifest = pd.read_csv(Path(previous) / "manifest.tsv", sep="\t") if previous else pd.DataFrame()
+    manifest = read_manifest(previous) if previous else pd.DataFrame()
+    reused = np.load(Path(previous) / SAMPLES)["image"] if previous else np.zeros((0, *images.shape[1:]), np.float16)
     start = int(manifest.k.max()) if len(manifest) else 0
     if start >= ratio:
         raise ValueError(f"previous ratio {start} is not below {ratio}")
@@ -441,7 +286,7 @@ def sample_synthetic(
         batched(len(jobs), sampling["batch_size"]), desc=f"sample fold {fold} ratio {ratio}", unit="batch"
     ):
         batch = [jobs[j] for j in chunk]
-        seeds = [stream_seed(sampling["seed"], rows.slice_id[i], k) for i, k in batch]
+        seeds = [keyed_seed(sampling["seed"], rows.slice_id[i], k) for i, k in batch]
         noise = torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
         cond_text = (
             weights[0] * main
@@ -472,7 +317,7 @@ def sample_synthetic(
                 device=device,
                 init=noise.to(device),
             )
-            decoded = _from_model_space(x0, vae)[:, 0].float().cpu().numpy()
+            decoded = from_model_space(x0, vae)[:, 0].float().cpu().numpy()
         if decoded.shape[1:] != images.shape[1:]:
             decoded = F.interpolate(torch.from_numpy(decoded[:, None]), size=images.shape[1:], mode="bilinear").numpy()[
                 :, 0
@@ -489,15 +334,15 @@ def sample_synthetic(
                     "fold": fold,
                     "k": k,
                     "seed": s,
-                    "file": f"{out_dir.name}/samples.npz",
-                    "index": j,
+                    "index": len(reused) + j,
                 }
             )
     manifest = pd.concat([manifest, pd.DataFrame(records)], ignore_index=True).sort_values(["source_slice_id", "k"])
     counts = manifest.groupby("source_slice_id").size()
     with atomic_output(out_dir, directory=True) as tmp:
-        np.savez_compressed(tmp / "samples.npz", image=new_images)
-        manifest.to_csv(tmp / "manifest.tsv", sep="\t", index=False)
+        # Every image up to this ratio, so that the folder alone is what later jobs read.
+        np.savez_compressed(tmp / SAMPLES, image=np.concatenate([reused, new_images]))
+        manifest.to_csv(tmp / MANIFEST, sep="\t", index=False)
         write_json(
             tmp / "counts.json",
             {
@@ -513,3 +358,50 @@ def sample_synthetic(
             },
         )
     return manifest
+
+
+# --- stages ---------------------------------------------------------------------------------------
+
+
+def _conditions(job: Job) -> None:
+    settings = job.settings
+    write_conditions(
+        job.inputs["prepared"], job.outputs["conditions"], settings["hed_weights"], settings["canny_sigma"]
+    )
+
+
+def _finetune(job: Job) -> None:
+    settings = dict(job.settings)
+    state_dir = settings.pop("state_dir")
+    inputs = job.inputs
+    splits = read_json(inputs["splits"])
+    finetune_controlnet(
+        inputs["prepared"],
+        inputs["conditions"],
+        splits,
+        job.number("fold"),
+        out_dir=job.outputs["model"],
+        state_dir=state_dir,
+        **settings,
+    )
+
+
+def _sample(job: Job) -> None:
+    inputs = job.inputs
+    sample_synthetic(
+        inputs["model"],
+        inputs["prepared"],
+        inputs["conditions"],
+        read_json(inputs["splits"]),
+        job.number("fold"),
+        job.number("ratio"),
+        inputs.get("previous"),
+        job.settings,
+        job.outputs["synthetic"],
+    )
+
+
+CONDITIONS = Stage(stages.CONDITIONS, _conditions)
+FINETUNE = Stage(stages.FINETUNE, _finetune)
+SAMPLE = Stage(stages.SAMPLE, _sample)
+conditions_entry, finetune_entry, sample_entry = CONDITIONS.entry, FINETUNE.entry, SAMPLE.entry

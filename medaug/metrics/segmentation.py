@@ -1,8 +1,8 @@
 """Per-case segmentation metrics (MONAI), scored on real test data only.
 
 Dice, precision, recall and HD95 of the foreground label, per case: a 2D image, or a 3D
-volume at its native resolution with its voxel spacing. As in the official DiffBoost
-evaluation, an empty prediction or label gets its centre pixel set before scoring, so
+volume at its native resolution with its voxel spacing. As in the official code's
+evaluation (spec §1), an empty prediction or label gets its centre pixel set before scoring, so
 that every case has finite metrics (an empty/empty pair then scores as a perfect match).
 """
 

@@ -6,7 +6,7 @@ import pytest
 
 from medaug.datasets import segmentation_dataset
 from medaug.datasets.msd import from_display_slices, to_display_slices
-from medaug.preprocess import (
+from medaug.preparation import (
     grid_origins,
     normalize_slices,
     prepare_classification,

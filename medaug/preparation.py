@@ -1,4 +1,4 @@
-"""Preprocessing of every dataset to one 2D representation per paper (spec §1.2, §2, §3).
+"""Preparation of every dataset to one 2D representation per paper (spec §1.2, §2, §3).
 
 Outputs are folders written atomically; each holds TSV tables (one row per case and per
 slice/patch/image, with patient ids kept), the arrays, and a ``meta.json``.
@@ -7,6 +7,7 @@ slice/patch/image, with patient ids kept), the arrays, and a ``meta.json``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,9 @@ def normalize_slices(
     clip_percentiles: tuple[float, float] = (0.5, 99.5),
     intensity_floor: float | None = None,
 ) -> np.ndarray:
-    """DiffBoost intensity pipeline: resize in-plane, clip each slice to its percentiles
-    (lower bound at least ``intensity_floor``), scale to [-1, 1]."""
+    """Intensity pipeline of the segmentation representation (spec §1.2): resize in-plane,
+    clip each slice to its percentiles (lower bound at least ``intensity_floor``), scale to
+    [-1, 1]."""
     resized = _resize(image, size, order=1)
     low = np.percentile(resized, clip_percentiles[0], axis=(1, 2), keepdims=True)
     high = np.percentile(resized, clip_percentiles[1], axis=(1, 2), keepdims=True)
@@ -69,7 +71,7 @@ def prepare_segmentation(
     ct_intensity_floor: float | None,
     positive_slice_min_pixels: int | None,
 ) -> dict:
-    """Slice, resize and normalise a segmentation dataset (DiffBoost representation).
+    """Slice, resize and normalise a segmentation dataset (the segmentation representation).
 
     Writes ``cases.tsv``, ``slices.tsv`` (with ``positive`` marking the slices that train
     the models), ``arrays/<case>.npz`` (``image`` in [-1, 1], ``mask`` at ``image_size``,
@@ -278,3 +280,17 @@ def prepare_classification(name: str, entry: dict, out_dir: str | Path, image_si
         write_json(tmp / "meta.json", meta)
     log.info("%s: %d images in %d classes -> %s", name, len(table), len(classes), out_dir)
     return meta
+
+
+# Representation name -> the function that writes it (prepare(name, entry, out_dir, **settings)).
+# Which of its tables splits read: medaug.splits.TABLES, under the same names.
+REPRESENTATIONS: dict[str, Callable[..., dict]] = {
+    "segmentation": prepare_segmentation,
+    "nuclei": prepare_nuclei,
+    "classification": prepare_classification,
+}
+
+
+def prepare(representation: str, out_dir: str | Path, settings: dict) -> dict:
+    """Write ``settings['name']``'s dataset in ``representation`` to ``out_dir``."""
+    return REPRESENTATIONS[representation](out_dir=out_dir, **settings)

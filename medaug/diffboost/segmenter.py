@@ -1,4 +1,4 @@
-"""DiffBoost's downstream arm: a MONAI 2D segmenter trained with the random merging mask.
+"""DiffBoost's MONAI arm: a 2D segmenter trained with the random merging mask.
 
 Each training item is a real slice plus one synthetic variant of it, drawn uniformly from
 the slice's pool of ``ratio`` synthetic images; both share the real mask. The network
@@ -8,7 +8,7 @@ Bernoulli(alpha) mask (1 = the real image's prediction) against the shared label
 network on real slices only (they crash in the official code; here they run).
 
 Two protocols are produced, each from its own training run:
-- ``paper``: train on the fold's development (train + val) slices, select the epoch on
+- ``official``: train on the fold's development (train + val) slices, select the epoch on
   the test fold's positive slices, score the positive slices of each test case;
 - ``clean``: train on the train slices, select on the inner validation slices, score
   each test case's full volume at native resolution.
@@ -17,6 +17,7 @@ Two protocols are produced, each from its own training run:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
@@ -29,23 +30,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from medaug.evaluation import case_metrics, resize_nearest
-from medaug.splits import role_cases
+from medaug.diffboost import stages
+from medaug.diffboost.scoring import score_cases
+from medaug.diffboost.slices import PROTOCOL_ROLES, SliceData
+from medaug.io import read_json
+from medaug.stage import Job, Stage
 
 log = logging.getLogger(__name__)
 
-CLASSICAL_AUGMENTATIONS = (
-    "RandomContrast",
-    "RandomGamma",
-    "RandomBrightness",
-    "RandomNoise",
-    "RandomResolution",
-    "RandomMirror",
-    "RandomRotate",
-    "RandomScale",
-)
 DIFFUSION_AUGMENTATIONS = ("DiffBoost", "DiffBoostPlus")
-PROTOCOL_ROLES = {"paper": ("development", "test"), "clean": ("train", "val")}  # (train on, select on)
 
 
 @dataclass(frozen=True)
@@ -181,31 +174,6 @@ def augment(
 # --- data -----------------------------------------------------------------------------------
 
 
-class SliceData:
-    """A prepared DiffBoost dataset in memory: arrays per case, the slice table, and the
-    synthetic pool per slice (from a sampling manifest)."""
-
-    def __init__(self, prepared_dir: str | Path, synthetic_dir: str | Path | None = None, ratio: int = 0):
-        prepared = Path(prepared_dir)
-        self.slices = pd.read_csv(prepared / "slices.tsv", sep="\t", dtype={"case_id": str, "patient_id": str})
-        self.cases = pd.read_csv(prepared / "cases.tsv", sep="\t", dtype={"case_id": str, "patient_id": str})
-        self.arrays = {case: dict(np.load(prepared / "arrays" / f"{case}.npz")) for case in self.cases.case_id}
-        self.pool: dict[str, np.ndarray] = {}
-        if synthetic_dir is not None and ratio > 0:
-            from medaug.slices import load_synthetic_pool
-
-            self.pool = load_synthetic_pool(synthetic_dir, ratio)
-
-    def positive_slices(self, cases: set[str]) -> pd.DataFrame:
-        chosen = self.slices[self.slices.case_id.isin(cases) & self.slices.positive]
-        return chosen.reset_index(drop=True)
-
-    def images(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        image = np.stack([self.arrays[r.case_id]["image"][r.slice_index] for r in rows.itertuples()])
-        mask = np.stack([self.arrays[r.case_id]["mask"][r.slice_index] for r in rows.itertuples()])
-        return image.astype(np.float32), (mask > 0).astype(np.int64)
-
-
 @torch.inference_mode()
 def predict(network: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """(N, H, W) images in [-1, 1] -> (N, H, W) uint8 foreground masks."""
@@ -216,6 +184,10 @@ def predict(network: torch.nn.Module, images: np.ndarray, batch_size: int = 32) 
         out.append(network(x).argmax(dim=1).to(torch.uint8).numpy())
     network.train()
     return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), dtype=np.uint8)
+
+
+def _predict_rows(network: torch.nn.Module, data: SliceData, rows: pd.DataFrame) -> np.ndarray:
+    return predict(network, data.images(rows)[0])
 
 
 def quick_dice(prediction: np.ndarray, label: np.ndarray) -> float:
@@ -288,31 +260,6 @@ def _train_one(
     return network, {"selected_epoch": best["epoch"], "selection_dice": best["score"], "history": history}
 
 
-def _score_cases(
-    data: SliceData, network: torch.nn.Module, cases: list[str], protocol: str
-) -> tuple[list[dict], list[str]]:
-    rows, skipped = [], []
-    for case in cases:
-        info = data.cases.set_index("case_id").loc[case]
-        arrays = data.arrays[case]
-        case_slices = data.slices[data.slices.case_id == case]
-        if protocol == "paper":
-            case_slices = case_slices[case_slices.positive]
-            if case_slices.empty:
-                skipped.append(case)
-                continue
-        index = case_slices.slice_index.to_numpy()
-        prediction = resize_nearest(
-            predict(network, arrays["image"][index]), int(info.native_rows), int(info.native_cols)
-        )
-        label = arrays["mask_native"][index]
-        spacing = (info.spacing_slice, info.spacing_row, info.spacing_col)
-        if len(index) == 1:  # a 2D image is scored in 2D
-            prediction, label, spacing = prediction[0], label[0], spacing[1:]
-        rows.append({"case_id": case, "n_slices": len(index), **case_metrics(prediction, label, spacing)})
-    return rows, skipped
-
-
 def train_and_evaluate(
     prepared_dir: str | Path,
     splits: dict,
@@ -326,15 +273,16 @@ def train_and_evaluate(
     """Train the variant under each protocol in ``settings['protocols']`` and score the
     fold's real test cases. Returns per-case metrics (long table) and a training record."""
     data = SliceData(prepared_dir, synthetic_dir, variant.ratio)
-    test_cases = sorted(role_cases(splits, fold, "test"))
     frames, record = [], {"variant": variant.__dict__, "seed": seed, "fold": fold, "protocols": {}}
     for protocol in settings["protocols"]:
         train_role, select_role = PROTOCOL_ROLES[protocol]
-        train_rows = data.positive_slices(role_cases(splits, fold, train_role))
-        select_rows = data.positive_slices(role_cases(splits, fold, select_role))
+        train_rows = data.role_slices(splits, fold, train_role)
+        select_rows = data.role_slices(splits, fold, select_role)
         started = time.time()
         network, summary = _train_one(data, train_rows, select_rows, variant, settings, image_size, seed, protocol)
-        rows, skipped = _score_cases(data, network, test_cases, protocol)
+        frame, skipped = score_cases(
+            data, splits, fold, protocol, lambda rows, network=network: _predict_rows(network, data, rows)
+        )
         if skipped:
             log.info(
                 "%s protocol: %d test case(s) without positive slices are not scored: %s",
@@ -347,7 +295,6 @@ def train_and_evaluate(
         )
         summary["wall_s"] = round(time.time() - started, 2)
         record["protocols"][protocol] = summary
-        frame = pd.DataFrame(rows)
         frame.insert(0, "protocol", protocol)
         frames.append(frame)
         log.info(
@@ -360,3 +307,24 @@ def train_and_evaluate(
     metrics.insert(0, "seed", seed)
     metrics.insert(0, "fold", fold)
     return metrics, record
+
+
+def _segment(job: Job) -> None:
+    settings = job.settings
+    metrics, record = train_and_evaluate(
+        job.inputs["prepared"],
+        read_json(job.inputs["splits"]),
+        job.number("fold"),
+        Variant(**settings["variant"]),
+        settings["settings"],
+        settings["image_size"],
+        job.number("seed"),
+        job.inputs.get("synthetic"),
+    )
+    metrics.to_csv(job.outputs["metrics"], sep="\t", index=False)
+    with open(job.outputs["record"], "w") as handle:
+        json.dump(record, handle, indent=2)
+
+
+SEGMENT = Stage(stages.SEGMENT, _segment)
+segment_entry = SEGMENT.entry

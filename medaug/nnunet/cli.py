@@ -1,6 +1,6 @@
 """Launcher for the stock nnU-Net v2 command-line tools.
 
-Run as ``python -m medaug.nnunet_cli COMMAND ARGS...``; ``COMMAND`` names one of nnU-Net's
+Run as ``python -m medaug.nnunet.cli COMMAND ARGS...``; ``COMMAND`` names one of nnU-Net's
 console scripts (see :data:`COMMANDS`), whose function gets ``ARGS`` unchanged, or
 ``verify`` (nnU-Net's dataset integrity check alone).
 
@@ -44,7 +44,7 @@ COMMANDS = {
 EXTRA_COMMANDS = ("verify",)
 
 STUB_MESSAGE = (
-    "timm is not installed (or does not import) in this environment; medaug.nnunet_cli replaced it by a stub so "
+    "timm is not installed (or does not import) in this environment; medaug.nnunet.cli replaced it by a stub so "
     "that nnU-Net's trainer lookup works. Architectures built on timm (Primus, EVA) cannot be used here."
 )
 
@@ -111,7 +111,7 @@ def install_timm_stub_if_missing() -> bool:
 def _entry_point(script: str):
     matches = entry_points(group="console_scripts", name=script)
     if not matches:
-        raise SystemExit(f"medaug.nnunet_cli: console script {script} not found; is nnunetv2 installed?")
+        raise SystemExit(f"medaug.nnunet.cli: console script {script} not found; is nnunetv2 installed?")
     return next(iter(matches)).load()
 
 
@@ -119,7 +119,7 @@ def verify_entry() -> None:
     """``verify -d ID [-np N]``: nnU-Net's integrity check of a raw dataset."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="medaug.nnunet_cli verify")
+    parser = argparse.ArgumentParser(prog="medaug.nnunet.cli verify")
     parser.add_argument("-d", type=int, required=True, help="dataset id")
     parser.add_argument("-np", type=int, default=None, help="processes (default: nnUNet_def_n_proc)")
     args = parser.parse_args()
@@ -141,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in known:
         given = argv[0] if argv else "nothing"
         print(
-            f"usage: python -m medaug.nnunet_cli {{{'|'.join(known)}}} ARGS...\n(got {given})",
+            f"usage: python -m medaug.nnunet.cli {{{'|'.join(known)}}} ARGS...\n(got {given})",
             file=sys.stderr,
         )
         return 2
     command, args = argv[0], argv[1:]
-    script = COMMANDS.get(command, f"medaug.nnunet_cli {command}")
+    script = COMMANDS.get(command, f"medaug.nnunet.cli {command}")
     if install_timm_stub_if_missing():
-        print("medaug.nnunet_cli: timm missing, using a stub for nnU-Net's trainer lookup", file=sys.stderr)
+        print("medaug.nnunet.cli: timm missing, using a stub for nnU-Net's trainer lookup", file=sys.stderr)
     entry = verify_entry if command == "verify" else _entry_point(script)
     # nnU-Net's entry points parse sys.argv themselves.
     sys.argv = [script, *args]

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from medaug.config import validate_config
-from medaug.pipeline import diffboost_folds, diffboost_runs, diffboost_variants
-from medaug.tables import paired_p_value, table, to_markdown
+from medaug.diffboost.params import folds, runs, variants
+from medaug.diffboost.report import LAYOUT
+from medaug.papers import validate_config
+from medaug.report.tables import paired_p_value, table, to_markdown
 
 from .conftest import REPO
 
@@ -21,7 +22,7 @@ def _metrics(rng, variant, shift, tables, ratio):
             rows.append(
                 {
                     "dataset": "spleen",
-                    "arm": "paper",
+                    "arm": "monai",
                     "variant": variant,
                     "protocol": "clean",
                     "fold": fold,
@@ -47,28 +48,30 @@ def test_table_aggregates_runs_and_tests_against_the_baseline():
     metrics = pd.DataFrame(
         _metrics(rng, "baseline", 0.0, "main;augmentation", 0) + _metrics(rng, "diffboost_r50", 0.05, "ratio;main", 50)
     )
-    main = table(metrics, "main").set_index("variant")
+    main = table(metrics, "main", LAYOUT).set_index("variant")
     assert main.loc["baseline", "runs"] == 3 and main.loc["diffboost_r50", "runs"] == 3
     assert np.isclose(main.loc["diffboost_r50", "dice_mean"] - main.loc["baseline", "dice_mean"], 0.05, atol=0.01)
     assert np.isnan(main.loc["baseline", "p_dice_vs_baseline"])
     assert main.loc["diffboost_r50", "p_dice_vs_baseline"] < 0.001  # 18 paired cases, all better
-    assert paired_p_value(metrics, "baseline", "baseline") != paired_p_value(metrics, "diffboost_r50", "baseline")
-    markdown = to_markdown(table(metrics, "main"), "Main")
-    assert re.search(r"\| spleen \| paper \| clean \| diffboost_r50 \| 6[45]\.\d\d ± 0\.\d\d \|", markdown), markdown
-    assert table(metrics, "alpha").empty
+    assert paired_p_value(metrics, "baseline", "baseline", LAYOUT) != paired_p_value(
+        metrics, "diffboost_r50", "baseline", LAYOUT
+    )
+    markdown = to_markdown(table(metrics, "main", LAYOUT), "Main", LAYOUT)
+    assert re.search(r"\| spleen \| monai \| clean \| diffboost_r50 \| 6[45]\.\d\d ± 0\.\d\d \|", markdown), markdown
+    assert table(metrics, "alpha", LAYOUT).empty
 
 
 def test_runs_cover_every_variant_fold_seed_and_nnunet_ratio():
     config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
-    runs = diffboost_runs(config)
-    paths = [path for path, _ in runs]
+    found = runs(config)
+    paths = [path for path, _ in found]
     assert len(paths) == len(set(paths))
-    paper = [labels for _, labels in runs if labels["arm"] == "paper"]
-    variants = sum(len(diffboost_variants(config, d)) for d in config["diffboost"]["datasets"])
-    expected = variants * len(diffboost_folds(config))
-    assert len(paper) == expected * len(config["diffboost"]["segmentation"]["seeds"])
-    nnunet = [labels for _, labels in runs if labels["arm"] == "nnunet"]
+    monai = [labels for _, labels in found if labels["arm"] == "monai"]
+    count = sum(len(variants(config, d)) for d in config["diffboost"]["datasets"])
+    expected = count * len(folds(config))
+    assert len(monai) == expected * len(config["diffboost"]["segmentation"]["seeds"])
+    nnunet = [labels for _, labels in found if labels["arm"] == "nnunet"]
     assert {labels["ratio"] for labels in nnunet} == set(config["diffboost"]["nnunet"]["ratios"])
-    prostate = diffboost_variants(config, "prostate")
+    prostate = variants(config, "prostate")
     assert {"baseline", "diffboost_r2", "UNet_baseline", "UNet_diffboost", "aug_DiffBoostPlus"} <= set(prostate)
-    assert "UNet_baseline" not in diffboost_variants(config, "busi")  # ablations run on prostate only
+    assert "UNet_baseline" not in variants(config, "busi")  # ablations run on prostate only

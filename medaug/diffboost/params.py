@@ -1,0 +1,254 @@
+"""DiffBoost's job settings, derived from the validated config.
+
+Each function returns only the keys its job uses, so that editing an unrelated key does
+not rerun the job (Snakemake's params trigger). Used by the rules (through
+:mod:`medaug.diffboost.stages`) and by the standalone entry points alike.
+"""
+
+from __future__ import annotations
+
+from medaug.config import dataset_problems
+from medaug.diffboost import paths
+from medaug.paths import fill
+from medaug.report.captions import data_sources
+
+PAPER = "diffboost"
+REPRESENTATION = "segmentation"
+FORMATS = ("busi", "msd")
+# Keys of the diffboost section that shape the prepared slices.
+PREPARE_KEYS = ("image_size", "clip_percentiles", "ct_intensity_floor", "positive_slice_min_pixels")
+# Protocols: "official" selects on the test fold and scores its positive slices (the
+# official code); "clean" selects on the inner validation split and scores whole volumes.
+PROTOCOLS = ("official", "clean")
+# Downstream arms: the MONAI segmenters of the paper, and nnU-Net (beyond the paper).
+MONAI_ARM, NNUNET_ARM = "monai", "nnunet"
+
+
+def config_problems(config: dict) -> list[str]:
+    """DiffBoost's cross-key checks, one line per problem naming the key."""
+    problems = dataset_problems(config, PAPER, FORMATS)
+    section = config[PAPER]
+    ratios = section["sampling"]["ratios"]
+    seg_ratio = section["segmentation"]["ratio"]
+    if seg_ratio not in ratios:
+        problems.append(f"config: diffboost.segmentation.ratio: {seg_ratio} is not in sampling.ratios {ratios}")
+    for ratio in section["nnunet"]["ratios"]:
+        if ratio and ratio not in ratios:
+            problems.append(f"config: diffboost.nnunet.ratios: {ratio} is neither 0 nor in sampling.ratios {ratios}")
+    for name in section["segmentation"]["ablation_datasets"]:
+        if name not in section["datasets"]:
+            problems.append(f"config: diffboost.segmentation.ablation_datasets: '{name}' is not in diffboost.datasets")
+    for name in section["nnunet"]["datasets"]:
+        if name not in section["datasets"]:
+            problems.append(f"config: diffboost.nnunet.datasets: '{name}' is not in diffboost.datasets")
+    for fold in (section["run_folds"] or []) + section["nnunet"]["folds"]:
+        if fold >= section["folds"]:
+            problems.append(f"config: diffboost: fold {fold} does not exist with folds: {section['folds']}")
+    low, high = section["clip_percentiles"]
+    if not low < high:
+        problems.append(f"config: diffboost.clip_percentiles: {low} must be below {high}")
+    if section["controlnet"]["max_steps"] is None:
+        for name in section["datasets"]:
+            if name not in section["controlnet"]["epochs"]:
+                problems.append(
+                    f"config: diffboost.controlnet.epochs: no entry for dataset '{name}' "
+                    "(give its epochs, or set diffboost.controlnet.max_steps)"
+                )
+    return problems
+
+
+def targets(config: dict) -> list[str]:
+    """The final outputs: each dataset's splits and the report (tables, figures)."""
+    splits = [fill(paths.SPLITS, dataset=dataset) for dataset in config[PAPER]["datasets"]]
+    return splits + [paths.METRICS]
+
+
+def split_settings(config: dict, dataset: str) -> dict:
+    """Patient-level K-fold, unshuffled as the official code's ``KFold``."""
+    section = config[PAPER]
+    return {
+        "scheme": "kfold",
+        "n_folds": section["folds"],
+        "shuffle": section["shuffle_folds"],
+        "val_fraction": section["val_fraction"],
+        "seed": config["seed"],
+    }
+
+
+def folds(config: dict) -> list[int]:
+    """The folds DiffBoost trains and scores (``run_folds``, default every fold)."""
+    section = config[PAPER]
+    return section["run_folds"] if section["run_folds"] is not None else list(range(section["folds"]))
+
+
+def prompt(config: dict, dataset: str) -> str:
+    return config[PAPER]["prompts"].get(dataset, dataset)
+
+
+def condition_settings(config: dict) -> dict:
+    return dict(config[PAPER]["conditions"])
+
+
+# Sampling texts that enter the small demo model's tokenizer vocabulary at fine-tuning time.
+VOCABULARY_SAMPLING_KEYS = ("prompt_suffix", "style_prompt", "negative_prompt", "augmentation_phrases_file")
+
+
+def controlnet_settings(config: dict, dataset: str) -> dict:
+    """Only what this dataset's model depends on, so that a new ratio, dataset or another
+    dataset's epochs never re-trigger a trained ControlNet."""
+    section = config[PAPER]
+    controlnet = section["controlnet"]
+    return {
+        "prompt": prompt(config, dataset),
+        "prompts": {dataset: prompt(config, dataset)},
+        "settings": {key: value for key, value in controlnet.items() if key != "epochs"},
+        "sampling": {key: section["sampling"][key] for key in VOCABULARY_SAMPLING_KEYS},
+        "image_size": section["image_size"],
+        # Unused when max_steps is set; config_problems ensures it exists otherwise.
+        "epochs": controlnet["epochs"].get(dataset) if controlnet["max_steps"] else controlnet["epochs"][dataset],
+        "seed": config["seed"],
+    }
+
+
+def sampling_settings(config: dict) -> dict:
+    sampling = dict(config[PAPER]["sampling"])
+    sampling.pop("ratios")  # the ratio is the job's wildcard; the grid itself does not change a job
+    return sampling
+
+
+def previous_ratio(config: dict, ratio: int) -> int | None:
+    """The largest configured ratio below ``ratio``, whose images a ratio reuses."""
+    smaller = [r for r in config[PAPER]["sampling"]["ratios"] if r < ratio]
+    return max(smaller) if smaller else None
+
+
+def variants(config: dict, dataset: str) -> dict[str, dict]:
+    """Downstream experiments on ``dataset``: name -> Variant fields plus the tables they
+    appear in. Every dataset runs the baseline and DiffBoost at each ratio; the ablation
+    datasets also run the patch-size, alpha, architecture and augmentation ablations."""
+    seg = config[PAPER]["segmentation"]
+    default = {"architecture": seg["architecture"], "patch_size": seg["patch_size"], "alpha": seg["alpha"]}
+    found = {"baseline": {**default, "augmentation": "none", "ratio": 0, "tables": ["main", "ratio", "augmentation"]}}
+    for ratio in config[PAPER]["sampling"]["ratios"]:
+        tables = ["ratio"] + (
+            ["main", "patch", "alpha", "architecture", "augmentation"] if ratio == seg["ratio"] else []
+        )
+        found[f"diffboost_r{ratio}"] = {**default, "augmentation": "DiffBoost", "ratio": ratio, "tables": tables}
+    if dataset not in seg["ablation_datasets"]:
+        return found
+    diffboost = {**default, "augmentation": "DiffBoost", "ratio": seg["ratio"]}
+    for patch in seg["ablation_patch_sizes"]:
+        found[f"diffboost_patch{patch}"] = {**diffboost, "patch_size": patch, "tables": ["patch"]}
+    for alpha in seg["ablation_alphas"]:
+        found[f"diffboost_alpha{alpha:g}"] = {**diffboost, "alpha": alpha, "tables": ["alpha"]}
+    for architecture in seg["ablation_architectures"]:
+        found[f"{architecture}_baseline"] = {
+            **default,
+            "architecture": architecture,
+            "augmentation": "none",
+            "ratio": 0,
+            "tables": ["architecture"],
+        }
+        found[f"{architecture}_diffboost"] = {**diffboost, "architecture": architecture, "tables": ["architecture"]}
+    for augmentation in seg["ablation_augmentations"]:
+        ratio = seg["ratio"] if augmentation == "DiffBoostPlus" else 0
+        found[f"aug_{augmentation}"] = {
+            **default,
+            "augmentation": augmentation,
+            "ratio": ratio,
+            "tables": ["augmentation"],
+        }
+    return found
+
+
+def variant_ratio(config: dict, dataset: str, variant: str) -> int:
+    return variants(config, dataset)[variant]["ratio"]
+
+
+def segmenter_settings(config: dict, dataset: str, variant: str) -> dict:
+    seg = config[PAPER]["segmentation"]
+    keys = ("channels", "strides", "epochs", "batch_size", "learning_rate", "eval_every", "protocols")
+    fields = {k: v for k, v in variants(config, dataset)[variant].items() if k != "tables"}
+    return {"variant": fields, "settings": {k: seg[k] for k in keys}, "image_size": config[PAPER]["image_size"]}
+
+
+def nnunet_settings(config: dict) -> dict:
+    nnunet = config[PAPER]["nnunet"]
+    short = nnunet["trainer"] == "nnUNetTrainer_medaug"
+    return {
+        "trainer": nnunet["trainer"],
+        "trainer_settings": {
+            "epochs": nnunet["epochs"],
+            "iters": nnunet["iterations_per_epoch"],
+            "val_iters": nnunet["validation_iterations_per_epoch"],
+            "batch": nnunet["batch_size"],
+            # The short trainer skips nnU-Net's own final validation: we score the test set.
+            "skip_final_val": short or None,
+        },
+    }
+
+
+def nnunet_labels(config: dict, ratio: int) -> dict:
+    """Report labels of an nnU-Net arm run (the tables it appears in, its factors)."""
+    section = config[PAPER]
+    main = ratio in (0, section["segmentation"]["ratio"], max(section["nnunet"]["ratios"]))
+    return {
+        "arm": NNUNET_ARM,
+        "variant": f"nnunet_r{ratio}",
+        "architecture": "nnU-Net",
+        "augmentation": "DiffBoost" if ratio else "none",
+        "ratio": ratio,
+        "tables": ["ratio"] + (["main"] if main else []),
+    }
+
+
+def runs(config: dict) -> list[tuple[str, dict]]:
+    """(metrics file, report labels) of every downstream run of DiffBoost: the MONAI arm's
+    variants x folds x seeds and the nnU-Net arm's folds x protocols x ratios."""
+    section = config[PAPER]
+    found = []
+    for dataset in section["datasets"]:
+        for variant, fields in variants(config, dataset).items():
+            for fold in folds(config):
+                for seed in section["segmentation"]["seeds"]:
+                    path = fill(paths.SEGMENTER_METRICS, dataset=dataset, fold=fold, variant=variant, seed=seed)
+                    found.append((path, {"dataset": dataset, "arm": MONAI_ARM, "variant": variant, **fields}))
+    nnunet = section["nnunet"]
+    for dataset in nnunet["datasets"]:
+        for fold in nnunet["folds"]:
+            for protocol in nnunet["protocols"]:
+                for ratio in nnunet["ratios"]:
+                    path = fill(paths.NNUNET_METRICS, dataset=dataset, fold=fold, protocol=protocol, ratio=ratio)
+                    found.append((path, {"dataset": dataset, **nnunet_labels(config, ratio)}))
+    return found
+
+
+def sample_figure_fold(config: dict) -> int:
+    """The fold whose samples the figure shows: the first fold that is run anyway."""
+    return folds(config)[0]
+
+
+def sample_figure_ratio(config: dict) -> int:
+    """The ratio shown in the samples figure: the largest configured ratio up to 4."""
+    ratios = config[PAPER]["sampling"]["ratios"]
+    return max([r for r in ratios if r <= 4], default=min(ratios))
+
+
+def report_settings(config: dict) -> dict:
+    """What the report job needs besides its inputs: run labels and caption lines."""
+    section = config[PAPER]
+    run_folds = section["run_folds"] if section["run_folds"] is not None else f"all {section['folds']}"
+    generator = section["controlnet"]["pretrained_model"] or "the small random demo model (not Stable Diffusion)"
+    scale = (
+        f"Scale: {section['image_size']} px slices, folds {run_folds}, ratios {section['sampling']['ratios']}, "
+        f"{section['sampling']['ddim_steps']} DDIM steps, seeds {section['segmentation']['seeds']}, "
+        f"{section['segmentation']['epochs']} segmenter epochs; generator: {generator}."
+    )
+    return {
+        "labels": [labels for _, labels in runs(config)],
+        "sample_datasets": section["datasets"],
+        "sample_fold": sample_figure_fold(config),
+        "sample_ratio": sample_figure_ratio(config),
+        "scale": scale,
+        "data_sources": data_sources(config, section["datasets"]),
+    }

@@ -1,0 +1,164 @@
+"""DiffBoost's tables and figures from the per-case metrics of every downstream run.
+
+The tables (:mod:`medaug.report.tables`) average per-case metrics per (fold, seed) run; a
+cell is the mean ± standard deviation over runs (the official summary is mean ± pooled
+std over 3 folds). The paired test compares each variant with its arm's baseline by a
+Wilcoxon signed-rank test on per-case Dice, pairing the same test case, fold and seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medaug.diffboost import stages
+from medaug.diffboost.params import MONAI_ARM, NNUNET_ARM
+from medaug.diffboost.slices import load_slices, load_synthetic_pool, read_slice_table
+from medaug.report import tables
+from medaug.report.figures import pyplot, save
+from medaug.stage import Job, Stage
+
+log = logging.getLogger(__name__)
+
+LAYOUT = tables.Layout(
+    # Per-case columns of medaug.metrics.segmentation.case_metrics; the first is the primary.
+    metrics={
+        "dice": ("Dice %", 100),
+        "precision": ("Precision %", 100),
+        "recall": ("Recall %", 100),
+        "hd95": ("HD95", 1),
+    },
+    run_keys=("dataset", "arm", "variant", "protocol", "fold", "seed"),
+    factors=("ratio", "patch_size", "alpha", "architecture", "augmentation"),
+    tables={
+        "main": ("Baseline vs DiffBoost (paper Table: main comparison)", "variant"),
+        "ratio": ("Ablation: synthetic images per real slice", "ratio"),
+        "patch": ("Ablation: merging-mask patch size r", "patch_size"),
+        "alpha": ("Ablation: merging-mask alpha", "alpha"),
+        "architecture": ("Ablation: segmentation architecture", "architecture"),
+        "augmentation": ("Ablation: augmentation arms", "augmentation"),
+    },
+    baselines={MONAI_ARM: "baseline", NNUNET_ARM: "nnunet_r0"},
+    pair_keys=("dataset", "protocol", "fold", "seed", "case_id"),
+)
+
+
+def write_report(
+    metric_files: list[str],
+    labels: list[dict],
+    metrics_tsv: str | Path,
+    tables_dir: str | Path,
+    ratio_png: str | Path,
+    ratio_svg: str | Path,
+    samples_png: str | Path,
+    samples: list[tuple[str, str, str, str]],
+    sample_ratio: int,
+) -> None:
+    """Every table and figure. ``samples``: (dataset, prepared, conditions, synthetic
+    folder) of each dataset shown in the samples figure."""
+    metrics = tables.collect(metric_files, labels)
+    metrics.to_csv(metrics_tsv, sep="\t", index=False, float_format="%.6g")
+    rows = tables.write_tables(metrics, tables_dir, LAYOUT)
+    log.info("tables written: %s", rows)
+    dice_vs_ratio_figure(metrics, ratio_png, ratio_svg)
+    panels = [panel for sample in samples for panel in sample_panels(*sample, sample_ratio)]
+    samples_figure(panels, samples_png, columns=2 + sample_ratio)
+
+
+def dice_vs_ratio_figure(metrics: pd.DataFrame, png: str | Path, svg: str | Path) -> None:
+    """Dice against synthetic ratio (0 = real only) with bootstrap 95% CIs over runs."""
+    pyplot()
+    import seaborn as sns
+
+    runs = tables.per_run(metrics, LAYOUT)
+    runs = runs[runs.tables.str.split(";").apply(lambda t: "ratio" in t or "main" in t)]
+    runs = runs[runs.augmentation.isin(["none", "DiffBoost"]) | (runs.arm == NNUNET_ARM)]
+    sns.set_theme(context="paper", style="whitegrid")
+    grid = sns.relplot(
+        data=runs,
+        x="ratio",
+        y="dice",
+        hue="dataset",
+        style="arm",
+        col="protocol",
+        kind="line",
+        marker="o",
+        errorbar=("ci", 95),
+        n_boot=1000,
+        seed=0,
+        height=3,
+        aspect=1.2,
+    )
+    grid.set_axis_labels("synthetic images per real slice (0 = real only)", "test Dice")
+    grid.figure.suptitle("DiffBoost: Dice vs synthetic ratio (mean, 95% CI over folds x seeds)", y=1.04)
+    save(grid.figure, png, svg)
+
+
+def samples_figure(panels: list[dict], png: str | Path, columns: int) -> None:
+    """A grid with one row per example: real slice, condition map, synthetic images."""
+    plt = pyplot()
+    figure, axes = plt.subplots(len(panels), columns, figsize=(1.6 * columns, 1.6 * len(panels)), squeeze=False)
+    for row, panel in enumerate(panels):
+        images = [panel["real"], panel["condition"], *panel["synthetic"]][:columns]
+        titles = ["real", "condition", *[f"synthetic {k + 1}" for k in range(len(panel["synthetic"]))]]
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col < len(images):
+                ax.imshow(images[col], cmap="gray", vmin=-1 if col != 1 else 0, vmax=1)
+                if row == 0:
+                    ax.set_title(titles[col], fontsize=7)
+        axes[row][0].text(
+            -0.1, 0.5, panel["label"], transform=axes[row][0].transAxes, ha="right", va="center", fontsize=6
+        )
+    figure.tight_layout()
+    save(figure, png, tight=False)
+
+
+def sample_panels(
+    dataset: str,
+    prepared_dir: str | Path,
+    conditions_dir: str | Path,
+    synthetic_dir: str | Path,
+    ratio: int,
+    n: int = 3,
+) -> list[dict]:
+    """Up to ``n`` real/condition/synthetic examples of one fold, picked evenly."""
+    pool = load_synthetic_pool(synthetic_dir, ratio)
+    slices = read_slice_table(prepared_dir)
+    rows = slices[slices.slice_id.isin(pool)].reset_index(drop=True)
+    picks = rows.iloc[np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)].reset_index(drop=True)
+    images, conditions = load_slices(prepared_dir, conditions_dir, picks)
+    return [
+        {
+            "label": f"{dataset}\n{r.slice_id}",
+            "real": images[i],
+            "condition": conditions[i],
+            "synthetic": list(pool[r.slice_id]),
+        }
+        for i, r in enumerate(picks.itertuples())
+    ]
+
+
+def _report(job: Job) -> None:
+    settings, inputs, outputs = job.settings, job.inputs, job.outputs
+    samples = list(
+        zip(settings["sample_datasets"], inputs["prepared"], inputs["conditions"], inputs["synthetic"], strict=True)
+    )
+    write_report(
+        list(inputs["metrics"]),
+        settings["labels"],
+        outputs["metrics"],
+        outputs["tables"],
+        outputs["ratio_png"],
+        outputs["ratio_svg"],
+        outputs["samples"],
+        samples,
+        settings["sample_ratio"],
+    )
+
+
+REPORT = Stage(stages.REPORT, _report)
+report_entry = REPORT.entry

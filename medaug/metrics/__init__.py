@@ -1,0 +1,2 @@
+"""Metrics shared by the papers: ``segmentation`` (per-case Dice, precision, recall, HD95)
+today; nuclei and classification metrics join it with DiffMix and D-Cube."""
