@@ -137,3 +137,15 @@ def test_nnunet_end_to_end_with_reused_plans_and_custom_split(tmp_path):
 
     for checkpoint in tmp_path.rglob("*.pth"):
         checkpoint.unlink()
+
+
+def test_a_case_may_be_in_training_and_test_images_but_not_twice_in_one(tmp_path):
+    """The official protocol validates on the test slices: they are training cases (val)
+    and test images at once, which nnU-Net's separate imagesTr/imagesTs allow."""
+    image, mask = disk_case(np.random.default_rng(0))
+    folder = write_dataset(
+        tmp_path, 1, "both", [("a", image, mask), ("b", image, mask)], LABELS, test_cases=[("a", image)]
+    )
+    assert (folder / "imagesTr" / "a_0000.nii.gz").is_file() and (folder / "imagesTs" / "a_0000.nii.gz").is_file()
+    with pytest.raises(MedaugError, match="duplicate case ids in imagesTr"):
+        write_dataset(tmp_path, 2, "twice", [("a", image, mask), ("a", image, mask)], LABELS)

@@ -182,10 +182,13 @@ def write_dataset(
     if not train_cases:
         raise MedaugError(f"nnU-Net dataset {name}: no training cases")
     test_cases = test_cases or []
-    ids = [c[0] for c in train_cases] + [c[0] for c in test_cases]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise MedaugError(f"nnU-Net dataset {name}: duplicate case ids {duplicates[:5]}")
+    # imagesTr and imagesTs are separate name spaces: a case may be in both (the official
+    # protocol validates on the test slices), but never twice in one.
+    for images, cases in (("imagesTr", train_cases), ("imagesTs", test_cases)):
+        ids = [c[0] for c in cases]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise MedaugError(f"nnU-Net dataset {name}: duplicate case ids in {images}: {duplicates[:5]}")
     label_values = set(labels.values())
 
     with atomic_output(folder, directory=True) as tmp:
