@@ -4,17 +4,18 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from medaug.diffboost.params import folds, runs, variants
-from medaug.diffboost.report import LAYOUT
+from medaug.diffboost.report import LAYOUT, baseline_of
 from medaug.papers import validate_config
 from medaug.report.tables import paired_p_value, table, to_markdown
 
 from .conftest import REPO
 
 
-def _metrics(rng, variant, shift, tables, ratio):
+def _metrics(rng, variant, shift, tables, ratio, seed=3):
     rows = []
     for fold in range(3):
         for case in range(6):
@@ -22,16 +23,21 @@ def _metrics(rng, variant, shift, tables, ratio):
             rows.append(
                 {
                     "dataset": "spleen",
+                    "distance_unit": "mm",
                     "arm": "monai",
                     "variant": variant,
                     "protocol": "clean",
                     "fold": fold,
-                    "seed": 3,
+                    "seed": seed,
                     "case_id": f"c{fold}_{case}",
                     "dice": dice,
                     "precision": dice,
                     "recall": dice,
+                    "jaccard": dice,
+                    "accuracy": dice,
                     "hd95": 5 - shift,
+                    "assd": 2 - shift,
+                    "empty_prediction": float(case == 0),
                     "ratio": ratio,
                     "patch_size": 64,
                     "alpha": 0.6,
@@ -57,8 +63,37 @@ def test_table_aggregates_runs_and_tests_against_the_baseline():
         metrics, "diffboost_r50", "baseline", LAYOUT
     )
     markdown = to_markdown(table(metrics, "main", LAYOUT), "Main", LAYOUT)
-    assert re.search(r"\| spleen \| monai \| clean \| diffboost_r50 \| 6[45]\.\d\d ± 0\.\d\d \|", markdown), markdown
+    assert re.search(r"\| spleen \| mm \| monai \| clean \| diffboost_r50 \| 6[45]\.\d\d ± 0\.\d\d \|", markdown), (
+        markdown
+    )
     assert table(metrics, "alpha", LAYOUT).empty
+
+
+def test_each_case_is_paired_once_and_the_official_pooled_std_sits_beside_the_std():
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed in (3, 4):
+        rows += _metrics(rng, "baseline", 0.0, "main", 0, seed) + _metrics(rng, "diffboost_r50", 0.01, "main", 50, seed)
+    metrics = pd.DataFrame(rows)
+    keys = ["fold", "case_id"]
+    averaged = [metrics[metrics.variant == v].groupby(keys).dice.mean() for v in ("diffboost_r50", "baseline")]
+    assert len(averaged[0]) == 18  # 3 folds x 6 cases, each once whatever the number of seeds
+    expected = wilcoxon(averaged[0], averaged[1]).pvalue
+    assert paired_p_value(metrics, "diffboost_r50", "baseline", LAYOUT) == pytest.approx(expected)
+    main = table(metrics, "main", LAYOUT).set_index("variant")
+    runs = metrics[metrics.variant == "baseline"].groupby(["fold", "seed"]).dice
+    assert main.loc["baseline", "dice_pooled_std"] == pytest.approx(np.sqrt((runs.var(ddof=0)).mean()))
+    assert main.loc["baseline", "empty_prediction"] == 6  # case 0 of 3 folds x 2 seeds
+    assert "Dice % pooled std" in to_markdown(table(metrics, "main", LAYOUT), "Main", LAYOUT)
+
+
+def test_architecture_rows_are_tested_against_the_same_architectures_baseline():
+    assert baseline_of("monai", "UNet_diffboost") == "UNet_baseline"
+    assert baseline_of("monai", "UNet_baseline") == "UNet_baseline"
+    assert baseline_of("monai", "diffboost_r2") == baseline_of("monai", "aug_RandomGamma") == "baseline"
+    assert baseline_of("nnunet", "nnunet_r2") == "nnunet_r0"
 
 
 def test_runs_cover_every_variant_fold_seed_and_nnunet_ratio():

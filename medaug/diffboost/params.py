@@ -22,6 +22,8 @@ PREPARE_KEYS = ("image_size", "clip_percentiles", "ct_intensity_floor", "positiv
 PROTOCOLS = ("official", "clean")
 # Downstream arms: the MONAI segmenters of the paper, and nnU-Net (beyond the paper).
 MONAI_ARM, NNUNET_ARM = "monai", "nnunet"
+# Unit of HD95 and ASSD per dataset format: BUSI's PNGs carry no physical spacing.
+DISTANCE_UNITS = {"busi": "px", "msd": "mm"}
 
 
 def config_problems(config: dict) -> list[str]:
@@ -202,6 +204,10 @@ def nnunet_labels(config: dict, ratio: int) -> dict:
     }
 
 
+def distance_unit(config: dict, dataset: str) -> str:
+    return DISTANCE_UNITS[config["datasets"][dataset]["format"]]
+
+
 def runs(config: dict) -> list[tuple[str, dict]]:
     """(metrics file, report labels) of every downstream run of DiffBoost: the MONAI arm's
     variants x folds x seeds and the nnU-Net arm's folds x protocols x ratios."""
@@ -212,14 +218,16 @@ def runs(config: dict) -> list[tuple[str, dict]]:
             for fold in folds(config):
                 for seed in section["segmentation"]["seeds"]:
                     path = fill(paths.SEGMENTER_METRICS, dataset=dataset, fold=fold, variant=variant, seed=seed)
-                    found.append((path, {"dataset": dataset, "arm": MONAI_ARM, "variant": variant, **fields}))
+                    labels = {"dataset": dataset, "distance_unit": distance_unit(config, dataset)}
+                    found.append((path, {**labels, "arm": MONAI_ARM, "variant": variant, **fields}))
     nnunet = section["nnunet"]
     for dataset in nnunet["datasets"]:
         for fold in nnunet["folds"]:
             for protocol in nnunet["protocols"]:
                 for ratio in nnunet["ratios"]:
                     path = fill(paths.NNUNET_METRICS, dataset=dataset, fold=fold, protocol=protocol, ratio=ratio)
-                    found.append((path, {"dataset": dataset, **nnunet_labels(config, ratio)}))
+                    labels = {"dataset": dataset, "distance_unit": distance_unit(config, dataset)}
+                    found.append((path, {**labels, **nnunet_labels(config, ratio)}))
     return found
 
 

@@ -1,9 +1,11 @@
 """DiffBoost's tables and figures from the per-case metrics of every downstream run.
 
 The tables (:mod:`medaug.report.tables`) average per-case metrics per (fold, seed) run; a
-cell is the mean ± standard deviation over runs (the official summary is mean ± pooled
-std over 3 folds). The paired test compares each variant with its arm's baseline by a
-Wilcoxon signed-rank test on per-case Dice, pairing the same test case, fold and seed.
+cell is the mean ± standard deviation over runs, with the official pooled std beside it.
+The paired test compares each variant with its baseline (the same architecture's, in the
+architecture ablation) by a Wilcoxon signed-rank test on per-case Dice, each test case of
+each fold paired once. Distances are in mm, or in pixels where the dataset has no
+physical spacing (BUSI): the ``distance_unit`` column says which.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from medaug.diffboost import stages
-from medaug.diffboost.params import MONAI_ARM, NNUNET_ARM
+from medaug.diffboost.params import NNUNET_ARM
 from medaug.diffboost.slices import load_slices, load_synthetic_pool, read_slice_table
 from medaug.report import tables
 from medaug.report.figures import pyplot, save
@@ -23,15 +25,31 @@ from medaug.stage import Job, Stage
 
 log = logging.getLogger(__name__)
 
+
+def baseline_of(arm: str, variant: str) -> str:
+    """The variant a row is tested against: the nnU-Net arm's ratio 0; for an architecture
+    ablation, the same architecture's baseline; otherwise the arm's baseline."""
+    if arm == NNUNET_ARM:
+        return "nnunet_r0"
+    if variant.endswith("_diffboost"):
+        return variant.removesuffix("_diffboost") + "_baseline"
+    return variant if variant.endswith("_baseline") else "baseline"
+
+
 LAYOUT = tables.Layout(
     # Per-case columns of medaug.metrics.segmentation.case_metrics; the first is the primary.
     metrics={
         "dice": ("Dice %", 100),
+        "jaccard": ("Jaccard %", 100),
         "precision": ("Precision %", 100),
         "recall": ("Recall %", 100),
+        "accuracy": ("Accuracy %", 100),
         "hd95": ("HD95", 1),
+        "assd": ("ASSD", 1),
     },
+    counts={"empty_prediction": "empty predictions"},
     run_keys=("dataset", "arm", "variant", "protocol", "fold", "seed"),
+    row_keys=("dataset", "distance_unit", "arm", "protocol", "variant"),
     factors=("ratio", "patch_size", "alpha", "architecture", "augmentation"),
     tables={
         "main": ("Baseline vs DiffBoost (paper Table: main comparison)", "variant"),
@@ -41,8 +59,8 @@ LAYOUT = tables.Layout(
         "architecture": ("Ablation: segmentation architecture", "architecture"),
         "augmentation": ("Ablation: augmentation arms", "augmentation"),
     },
-    baselines={MONAI_ARM: "baseline", NNUNET_ARM: "nnunet_r0"},
-    pair_keys=("dataset", "protocol", "fold", "seed", "case_id"),
+    baseline=baseline_of,
+    pair_keys=("dataset", "protocol", "fold", "case_id"),
 )
 
 

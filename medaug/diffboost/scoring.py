@@ -11,6 +11,10 @@ from medaug.diffboost.slices import SliceData
 from medaug.metrics.segmentation import case_metrics, resize_nearest
 from medaug.splits import role_cases
 
+# How each protocol scores empty masks (medaug.metrics.segmentation): the official
+# centre-voxel rule, or the clean protocol's worst case.
+EMPTY_RULES = {"official": "centre", "clean": "worst"}
+
 
 def score_cases(
     data: SliceData, splits: dict, fold: int, protocol: str, predict: Callable[[pd.DataFrame], np.ndarray]
@@ -28,6 +32,12 @@ def score_cases(
         spacing = (info.spacing_slice, info.spacing_row, info.spacing_col)
         if len(group) == 1:  # a 2D image is scored in 2D
             predicted, label, spacing = predicted[0], label[0], spacing[1:]
-        rows.append({"case_id": case_id, "n_slices": len(group), **case_metrics(predicted, label, spacing)})
+        rows.append(
+            {
+                "case_id": case_id,
+                "n_slices": len(group),
+                **case_metrics(predicted, label, spacing, EMPTY_RULES[protocol]),
+            }
+        )
     unscored = sorted(role_cases(splits, fold, "test") - set(slices.case_id))
     return pd.DataFrame(rows), unscored

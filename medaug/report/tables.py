@@ -1,14 +1,17 @@
 """Paper-style tables from per-case metrics: per-run aggregation, paired statistics, CSV,
 Markdown and HTML.
 
-Aggregation: per-case metrics are averaged per run (the keys in :class:`Layout`), and a
-table cell is the mean ± standard deviation over runs. The paired test compares each
-variant with its arm's baseline by a Wilcoxon signed-rank test on the per-case primary
-metric, pairing the same case of the same run keys.
+Aggregation: per-case metrics are averaged per run (the keys in :class:`Layout`); a table
+cell is the mean ± standard deviation over runs, and beside it the official pooled std
+(the square root of the mean over runs of the per-run variance over cases, as the
+official summary pools its folds). The paired test compares each variant with its
+baseline by a Wilcoxon signed-rank test on the primary metric, each case paired once: a
+case's values are first averaged over the seeds it was scored with.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -22,15 +25,21 @@ class Layout:
     """What a paper's tables are made of."""
 
     metrics: dict[str, tuple[str, float]]  # per-case metric column -> (header, scale for display)
+    counts: dict[str, str]  # per-case 0/1 column -> header of its count over every scored case
     run_keys: tuple[str, ...]  # columns that name one run (its cases are averaged)
+    row_keys: tuple[str, ...]  # columns that name a table row, before the table's factor
     factors: tuple[str, ...]  # run labels a table may be laid out by
     tables: dict[str, tuple[str, str]]  # table name -> (title, factor of its rows)
-    baselines: dict[str, str]  # arm -> the variant the paired test compares against
-    pair_keys: tuple[str, ...]  # columns that pair a variant's case with the baseline's
+    baseline: Callable[[str, str], str]  # (arm, variant) -> the variant it is tested against
+    pair_keys: tuple[str, ...]  # columns that pair a variant's case with the baseline's (no seed)
 
     @property
     def primary(self) -> str:
         return next(iter(self.metrics))
+
+    @property
+    def p_column(self) -> str:
+        return f"p_{self.primary}_vs_baseline"
 
 
 def collect(metric_files: list[str | Path], labels: list[dict]) -> pd.DataFrame:
@@ -44,19 +53,31 @@ def collect(metric_files: list[str | Path], labels: list[dict]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _run_columns(metrics: pd.DataFrame, layout: Layout) -> list[str]:
+    extra = [c for c in (*layout.row_keys, *layout.factors, "tables") if c in metrics and c not in layout.run_keys]
+    return list(layout.run_keys) + extra
+
+
 def per_run(metrics: pd.DataFrame, layout: Layout) -> pd.DataFrame:
-    extra = [c for c in (*layout.factors, "tables") if c in metrics]
-    return metrics.groupby(list(layout.run_keys) + extra, dropna=False)[list(layout.metrics)].mean().reset_index()
+    """One row per run: the mean over its cases of each metric, and the per-case counts summed."""
+    groups = metrics.groupby(_run_columns(metrics, layout), dropna=False)
+    runs = groups[list(layout.metrics)].mean()
+    for column in layout.counts:
+        runs[column] = groups[column].sum()
+    for metric in layout.metrics:
+        runs[f"{metric}_variance"] = groups[metric].var(ddof=0)
+    return runs.reset_index()
 
 
 def paired_p_value(metrics: pd.DataFrame, variant: str, baseline: str, layout: Layout) -> float:
-    """Wilcoxon signed-rank p-value of the per-case primary metric, variant vs baseline
-    (NaN if < 2 pairs or all differences are zero)."""
+    """Wilcoxon signed-rank p-value of the primary metric, variant vs baseline, each case
+    paired once (its values averaged over seeds first); NaN if < 2 pairs or all
+    differences are zero."""
     from scipy.stats import wilcoxon
 
     keys = list(layout.pair_keys)
-    a = metrics[metrics.variant == variant].set_index(keys)[layout.primary]
-    b = metrics[metrics.variant == baseline].set_index(keys)[layout.primary]
+    a = metrics[metrics.variant == variant].groupby(keys)[layout.primary].mean()
+    b = metrics[metrics.variant == baseline].groupby(keys)[layout.primary].mean()
     paired = pd.concat([a, b], axis=1, join="inner").dropna()
     differences = paired.iloc[:, 0] - paired.iloc[:, 1]
     if len(paired) < 2 or np.allclose(differences, 0):
@@ -65,27 +86,31 @@ def paired_p_value(metrics: pd.DataFrame, variant: str, baseline: str, layout: L
 
 
 def table(metrics: pd.DataFrame, name: str, layout: Layout) -> pd.DataFrame:
-    """One table: a row per (dataset, arm, protocol, variant) in table ``name``, mean and
-    std over runs of each metric, the run count and the paired p-value of the primary
-    metric against the arm's baseline."""
+    """One table: a row per (row keys, variant) in table ``name``; per metric the mean and
+    std over runs and the pooled std; the per-case counts; the run count; the paired p-value
+    of the primary metric against the row's baseline."""
     runs = per_run(metrics, layout)
     runs = runs[runs.tables.str.split(";").apply(lambda tables: name in tables)]
     if runs.empty:
         return pd.DataFrame()
-    group = list(dict.fromkeys(["dataset", "arm", "protocol", "variant", layout.tables[name][1]]))
-    summary = runs.groupby(group, dropna=False)[list(layout.metrics)].agg(["mean", "std"])
+    group = list(dict.fromkeys([*layout.row_keys, layout.tables[name][1]]))
+    grouped = runs.groupby(group, dropna=False)
+    summary = grouped[list(layout.metrics)].agg(["mean", "std"])
     summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
-    summary["runs"] = runs.groupby(group, dropna=False).size()
+    for metric in layout.metrics:
+        summary[f"{metric}_pooled_std"] = np.sqrt(grouped[f"{metric}_variance"].mean())
+    for column in layout.counts:
+        summary[column] = grouped[column].sum().astype(int)
+    summary["runs"] = grouped.size()
     summary = summary.reset_index()
-    p_column = f"p_{layout.primary}_vs_baseline"
-    summary[p_column] = [
+    summary[layout.p_column] = [
         paired_p_value(
             metrics[(metrics.dataset == r.dataset) & (metrics.arm == r.arm) & (metrics.protocol == r.protocol)],
             r.variant,
-            layout.baselines[r.arm],
+            layout.baseline(r.arm, r.variant),
             layout,
         )
-        if r.variant != layout.baselines[r.arm]
+        if r.variant != layout.baseline(r.arm, r.variant)
         else float("nan")
         for r in summary.itertuples()
     ]
@@ -93,10 +118,11 @@ def table(metrics: pd.DataFrame, name: str, layout: Layout) -> pd.DataFrame:
 
 
 def formatted(summary: pd.DataFrame, layout: Layout) -> pd.DataFrame:
-    """The table as text cells: factors, 'mean ± std' per metric, the run count and the p-value."""
-    p_column = f"p_{layout.primary}_vs_baseline"
+    """The table as text cells: row keys and factor, 'mean ± std' per metric, the pooled std
+    of the primary metric, the counts, the run count and the p-value."""
+    derived = {"runs", layout.p_column, *layout.counts}
     factor_columns = [
-        c for c in summary.columns if not any(c.startswith(m) for m in layout.metrics) and c not in ("runs", p_column)
+        c for c in summary.columns if not any(c.startswith(f"{m}_") for m in layout.metrics) and c not in derived
     ]
     cells = summary[factor_columns].astype(str)
     for metric, (header, scale) in layout.metrics.items():
@@ -105,11 +131,18 @@ def formatted(summary: pd.DataFrame, layout: Layout) -> pd.DataFrame:
             f"{mean:.2f} ± {std:.2f}" if not np.isnan(std) else f"{mean:.2f}"
             for mean, std in zip(means, stds, strict=True)
         ]
+    header, scale = layout.metrics[layout.primary]
+    cells[f"{header} pooled std"] = [f"{v * scale:.2f}" for v in summary[f"{layout.primary}_pooled_std"]]
+    for column, header in layout.counts.items():
+        cells[header] = summary[column].astype(str)
     cells["runs"] = summary["runs"].astype(str)
-    cells[f"p ({layout.metrics[layout.primary][0].split()[0]})"] = [
-        "" if np.isnan(p) else f"{p:.3g}" for p in summary[p_column]
-    ]
+    cells[f"p ({header_word(layout)})"] = ["" if np.isnan(p) else f"{p:.3g}" for p in summary[layout.p_column]]
     return cells
+
+
+def header_word(layout: Layout) -> str:
+    """The primary metric's header without its unit (``Dice %`` -> ``Dice``)."""
+    return layout.metrics[layout.primary][0].split()[0]
 
 
 def to_markdown(summary: pd.DataFrame, title: str, layout: Layout) -> str:
