@@ -75,13 +75,19 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DatasetError(path, f"unreadable or corrupt image ({exc})") from None
 
 
-def to_gray(image: np.ndarray, path: str | Path) -> np.ndarray:
-    """Collapse RGB(A) to luminance (ITU-R 601, as PIL and skimage do); keep 2D as is."""
+# Luminance weights of R, G, B: ITU-R 601 (PIL's convert("L")) and ITU-R 709 (skimage's
+# rgb2gray, which the official BUSI preprocessing uses).
+ITU_601 = (0.299, 0.587, 0.114)
+SKIMAGE = (0.2125, 0.7154, 0.0721)
+
+
+def to_gray(image: np.ndarray, path: str | Path, weights: tuple[float, float, float] = ITU_601) -> np.ndarray:
+    """Collapse RGB(A) to luminance with ``weights``; keep 2D as is."""
     if image.ndim == 2:
         return image.astype(np.float32)
     if image.ndim == 3 and image.shape[2] in (3, 4):
         rgb = image[..., :3].astype(np.float32)
-        return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return rgb @ np.array(weights, dtype=np.float32)
     raise DatasetError(path, f"expected a 2D grey or RGB image, got array shape {image.shape}")
 
 

@@ -228,3 +228,14 @@ def test_pretrained_stable_diffusion_layout_trains_in_latent_space(demo_config, 
     )
     pool = load_synthetic_pool(tmp_path / "ratio1", 1)
     assert len(pool) == len(manifest) and next(iter(pool.values())).shape == (1, 32, 32)
+
+
+def test_finetuning_visits_every_slice_once_per_epoch():
+    from medaug.diffboost.generator import epoch_order
+
+    n, batch = 10, 4
+    drawn = np.concatenate([epoch_order(n, batch, step, 0, 0) for step in range(10)])
+    for epoch in range(4):
+        assert sorted(drawn[epoch * n : (epoch + 1) * n]) == list(range(n))
+    assert not np.array_equal(drawn[:n], drawn[n : 2 * n])  # a fresh order every epoch
+    assert np.array_equal(epoch_order(n, batch, 7, 0, 0), drawn[28:32])  # a resumed run draws the same

@@ -24,7 +24,7 @@ from medaug.datasets.base import (
     require_dir,
 )
 from medaug.errors import DatasetError
-from medaug.io import read_image, to_gray
+from medaug.io import SKIMAGE, read_image, to_gray
 
 MASK_PATTERN = re.compile(r"^(?P<stem>.+?)_mask(?:_(?P<index>\d+))?$", re.IGNORECASE)
 MASK_VALUES = (0, 255)
@@ -80,7 +80,7 @@ class BusiDataset:
 
     def load(self, ref: CaseRef) -> SegmentationCase:
         image_path = ref.files["image"]
-        image = to_gray(read_image(image_path), image_path)
+        image = to_gray(read_image(image_path), image_path, SKIMAGE)  # as the official preprocessing
         lesion = np.zeros(image.shape, dtype=bool)
         for key, path in ref.files.items():
             if not key.startswith("mask"):

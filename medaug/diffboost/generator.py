@@ -30,10 +30,11 @@ from medaug.diffusion.models import (
     from_model_space,
     load_model_folder,
     load_pretrained_components,
+    model_space_size,
     to_model_space,
 )
 from medaug.io import atomic_output, read_json, write_json
-from medaug.seeds import keyed_seed
+from medaug.seeds import keyed_rng, keyed_seed
 from medaug.stage import Job, Stage
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,17 @@ def _control(conditions: torch.Tensor, controlnet) -> torch.Tensor:
 # --- data -----------------------------------------------------------------------------------
 
 
+def epoch_order(n: int, batch_size: int, micro_step: int, seed: int, fold: int) -> np.ndarray:
+    """The slice indices of one micro-batch when every epoch visits each slice once in its
+    own random order (a shuffling DataLoader, as the official training); an epoch's tail
+    continues into the next epoch's order so that every batch is full. Depends only on the
+    step, so a resumed run draws the same batches."""
+    positions = np.arange(micro_step * batch_size, (micro_step + 1) * batch_size)
+    epochs = positions // n
+    orders = {e: keyed_rng(seed, "finetune-order", fold, e).permutation(n) for e in np.unique(epochs)}
+    return np.array([orders[e][p % n] for e, p in zip(epochs, positions, strict=True)])
+
+
 def augment_pair(
     images: torch.Tensor, conditions: torch.Tensor, rng: np.random.Generator, degrees: float, zoom: tuple[float, float]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +79,9 @@ def augment_pair(
     theta[:, 1, 0] = torch.from_numpy(np.sin(angle) * factor)
     theta[:, 1, 1] = torch.from_numpy(np.cos(angle) * factor)
     grid = F.affine_grid(theta.float(), list(images.shape), align_corners=False)
-    moved = F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+    # Outside the field of view: the image mirrored, the condition empty (official: skimage
+    # rotate with mode "symmetric" for the image, constant 0 for the edge map).
+    moved = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return moved, F.grid_sample(conditions, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -158,7 +172,7 @@ def finetune_controlnet(
 
     def make_batch(micro_step: int) -> dict:
         rng = np.random.default_rng(keyed_seed(seed, "finetune", fold, micro_step))
-        index = rng.integers(0, len(images), batch_size)
+        index = epoch_order(len(images), batch_size, micro_step, seed, fold)
         x, c = augment_pair(
             torch.from_numpy(images[index, None]),
             torch.from_numpy(conditions[index, None]),
@@ -196,6 +210,7 @@ def finetune_controlnet(
     training = TrainingSettings(
         max_steps=max_steps,
         learning_rate=settings["learning_rate"],
+        weight_decay=settings["weight_decay"],
         gradient_accumulation_steps=settings["gradient_accumulation_steps"],
         mixed_precision=settings["mixed_precision"],
         ema_decay=settings["ema_decay"],
@@ -279,7 +294,8 @@ def sample_synthetic(
     phrase_embeddings = encode_text(tokenizer, text_encoder, phrases, device)
     negative = encode_text(tokenizer, text_encoder, [sampling["negative_prompt"]], device)
     jobs = [(i, k) for k in range(start + 1, ratio + 1) for i in range(len(rows))]
-    latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    side = model_space_size(info["image_size"], vae)
+    latent_shape = (unet.config.in_channels, side, side)
     new_images = np.zeros((len(jobs), *images.shape[1:]), dtype=np.float16)
     records = []
     for chunk in tqdm(

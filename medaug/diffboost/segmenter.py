@@ -53,20 +53,20 @@ class Variant:
 
 
 def build_network(architecture: str, image_size: int, channels: list[int], strides: list[int]) -> torch.nn.Module:
-    """2D MONAI network with 1 input channel and 2 output classes (background, foreground)."""
+    """2D MONAI network with 1 input channel and 2 output classes (background, foreground),
+    configured as the official ``default_network_configs.yaml``: ResUNet is MONAI's UNet
+    with one residual unit per block; UNETR and SwinUNETR keep MONAI's defaults."""
     from monai.networks import nets
 
     if architecture == "AttentionUnet":
         return nets.AttentionUnet(spatial_dims=2, in_channels=1, out_channels=2, channels=channels, strides=strides)
     if architecture in ("UNet", "ResUNet"):
-        residual_units = 2 if architecture == "ResUNet" else 0
+        residual_units = 1 if architecture == "ResUNet" else 0
         return nets.UNet(2, 1, 2, channels=channels, strides=strides, num_res_units=residual_units)
     if architecture == "UNETR":
-        return nets.UNETR(
-            1, 2, img_size=image_size, spatial_dims=2, feature_size=16, hidden_size=384, mlp_dim=768, num_heads=6
-        )
+        return nets.UNETR(1, 2, img_size=image_size, spatial_dims=2)
     if architecture == "SwinUNETR":
-        return nets.SwinUNETR(1, 2, spatial_dims=2, feature_size=24)
+        return nets.SwinUNETR(1, 2, spatial_dims=2)
     raise ValueError(f"unknown architecture '{architecture}'")
 
 
@@ -86,17 +86,18 @@ def random_merging_mask(
 def _affine(
     images: list[torch.Tensor], angle: torch.Tensor, scale: torch.Tensor, flips: torch.Tensor
 ) -> list[torch.Tensor]:
-    """Apply one random rotation/scale/flip per sample to several aligned batches; the
-    last batch is the label map and is resampled by nearest neighbour."""
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    """Apply one random rotation/scale/flip per sample to several aligned batches, as
+    batchgenerators' SpatialTransform does with its defaults: images by cubic interpolation
+    with the edge value outside the field of view, the last batch (the label map) by nearest
+    neighbour with background outside. ``scale`` multiplies the sampling coordinates (> 1
+    shows more of the image, smaller), batchgenerators' convention."""
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     theta = torch.zeros(len(angle), 2, 3)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
     theta[:, 0, :2] *= flips[:, 1:2]
     theta[:, 1, :2] *= flips[:, 0:1]
     grid = F.affine_grid(theta, list(images[0].shape), align_corners=False)
-    out = [
-        F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1 for x in images[:-1]
-    ]
+    out = [F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False) for x in images[:-1]]
     out.append(F.grid_sample(images[-1], grid, mode="nearest", padding_mode="zeros", align_corners=False))
     return out
 
@@ -128,15 +129,19 @@ def _intensity(name: str, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
         return torch.maximum(torch.minimum((x - mean) * factor + mean, high), low)
     if name == "RandomGamma":
-        gamma = 0.7 + 0.8 * torch.rand(n, 1, 1, 1, generator=g)
+        # batchgenerators' augment_gamma: half the samples draw from (0.7, 1), half from (1, 1.5)
+        below = torch.rand(n, 1, 1, 1, generator=g) < 0.5
+        unit_draw = torch.rand(n, 1, 1, 1, generator=g)
+        gamma = torch.where(below, 0.7 + 0.3 * unit_draw, 1.0 + 0.5 * unit_draw)
         low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
         unit = (x - low) / (high - low + 1e-7)
         return unit**gamma * (high - low) + low
     if name == "RandomBrightness":
         return x + 0.5 * torch.randn(n, 1, 1, 1, generator=g)
     if name == "RandomNoise":
-        variance = 0.05 * torch.rand(n, 1, 1, 1, generator=g)
-        return x + variance.sqrt() * torch.randn(x.shape, generator=g)
+        # batchgenerators draws "noise_variance" from (0, 0.05) and uses it as the std
+        std = 0.05 * torch.rand(n, 1, 1, 1, generator=g)
+        return x + std * torch.randn(x.shape, generator=g)
     if name == "RandomResolution":
         out = x.clone()
         for i in range(n):
@@ -151,10 +156,13 @@ def _intensity(name: str, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x
 
 
-def _minmax(x: torch.Tensor) -> torch.Tensor:
-    """Per-image min-max scaling to [-1, 1], applied after augmentation (official pipeline)."""
-    low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
-    return 2 * (x - low) / (high - low + 1e-7) - 1
+def _minmax(*images: torch.Tensor) -> list[torch.Tensor]:
+    """Min-max scaling to [-1, 1] after augmentation, with one range per sample over all
+    ``images`` together: the official pipeline scales the real image and its synthetic
+    partner as one two-channel array."""
+    stacked = torch.cat(images, dim=1)
+    low, high = stacked.amin(dim=(1, 2, 3), keepdim=True), stacked.amax(dim=(1, 2, 3), keepdim=True)
+    return [2 * (x - low) / (high - low + 1e-7) - 1 for x in images]
 
 
 def augment(
@@ -168,7 +176,10 @@ def augment(
         real, label = moved[0], moved[-1]
         synthetic = moved[1] if synthetic is not None else None
     real = _intensity(name, real, g)
-    return _minmax(real), (_minmax(synthetic) if synthetic is not None else None), label
+    if synthetic is None:
+        return _minmax(real)[0], None, label
+    real, synthetic = _minmax(real, synthetic)
+    return real, synthetic, label
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -197,6 +208,19 @@ def quick_dice(prediction: np.ndarray, label: np.ndarray) -> float:
     return float(np.mean(np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)))
 
 
+def pooled_batch_dice(prediction: np.ndarray, label: np.ndarray, batch_size: int) -> float:
+    """The official selection metric: foreground Dice pooled over each batch of
+    ``batch_size`` slices, averaged over batches weighted by their size (as Lightning
+    averages a logged step metric); an empty/empty batch counts as 1."""
+    scores, weights = [], []
+    for start in range(0, len(label), batch_size):
+        p, y = prediction[start : start + batch_size], label[start : start + batch_size]
+        total = p.sum() + y.sum()
+        scores.append(2 * (p * y).sum() / total if total else 1.0)
+        weights.append(len(y))
+    return float(np.average(scores, weights=weights))
+
+
 def _train_one(
     data: SliceData,
     train_rows: pd.DataFrame,
@@ -205,8 +229,13 @@ def _train_one(
     settings: dict,
     image_size: int,
     seed: int,
-    desc: str,
+    protocol: str,
 ) -> tuple[torch.nn.Module, dict]:
+    """Train one network; select its epoch on ``select_rows``. Under the official protocol
+    the data order is fixed (the official loader does not shuffle) and the selection metric
+    is the official batch-pooled Dice; the clean protocol shuffles each epoch and selects
+    on the mean per-slice Dice."""
+    official = protocol == "official"
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     network = build_network(variant.architecture, image_size, settings["channels"], settings["strides"])
@@ -225,8 +254,8 @@ def _train_one(
     best = {"score": -1.0, "epoch": -1, "state": None}
     history = []
     batch_size = settings["batch_size"]
-    for epoch in tqdm(range(settings["epochs"]), desc=desc, unit="epoch", mininterval=5):
-        order = torch.randperm(len(images), generator=g).numpy()
+    for epoch in tqdm(range(settings["epochs"]), desc=protocol, unit="epoch", mininterval=5):
+        order = np.arange(len(images)) if official else torch.randperm(len(images), generator=g).numpy()
         losses = []
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
@@ -251,7 +280,11 @@ def _train_one(
             losses.append(loss.item())
         record = {"epoch": epoch, "loss": float(np.mean(losses))}
         if (epoch + 1) % settings["eval_every"] == 0 or epoch + 1 == settings["epochs"]:
-            score = quick_dice(predict(network, select_images), select_labels)
+            predicted = predict(network, select_images)
+            if official:
+                score = pooled_batch_dice(predicted, select_labels, batch_size)
+            else:
+                score = quick_dice(predicted, select_labels)
             record["selection_dice"] = score
             if score > best["score"]:
                 best = {"score": score, "epoch": epoch, "state": copy.deepcopy(network.state_dict())}

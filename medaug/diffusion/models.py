@@ -152,6 +152,15 @@ def encode_text(tokenizer, text_encoder, texts: list[str], device) -> torch.Tens
     return text_encoder(tokens.input_ids.to(device))[0]
 
 
+def model_space_size(image_size: int, vae) -> int:
+    """Side of what the UNet denoises for ``image_size`` px images: the VAE's latent grid
+    (image size / 2^(levels - 1), 48 for SD 1.5 at 384 px), or the pixels themselves. The
+    UNet's own ``sample_size`` (64 for SD 1.5) is only the size it was trained at."""
+    if vae is None:
+        return image_size
+    return image_size // 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def to_model_space(images: torch.Tensor, vae) -> torch.Tensor:
     """(B,1,H,W) images in [-1,1] -> what the UNet denoises (latents with a VAE)."""
     if vae is None:
