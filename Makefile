@@ -8,6 +8,8 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
+# Snakemake's own cache goes under the project, as the pipeline's jobs' caches do (medaug/caches.py).
+export XDG_CACHE_HOME ?= $(CURDIR)/.cache/xdg
 
 .PHONY: env demo report test lint clean
 
@@ -42,4 +44,4 @@ test: lint
 clean:
 	# trained models are write-protected (protected() in the rules)
 	chmod -R u+w results 2>/dev/null || true
-	rm -rf results logs benchmarks resources/demo .snakemake
+	rm -rf results logs benchmarks resources/demo .snakemake .cache

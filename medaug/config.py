@@ -135,3 +135,34 @@ def dataset_problems(config: dict, paper: str, formats: Iterable[str]) -> list[s
                 f"'{config['datasets'][name]['format']}', but {paper} needs one of {', '.join(formats)}"
             )
     return problems
+
+
+def duplicate_problems(config: dict, keys: Iterable[str]) -> list[str]:
+    """Lists that mean a set must not repeat an entry: each entry names its own jobs and
+    report rows, so a repeat plans the same outputs twice (or crashes the report)."""
+    problems = []
+    for key in keys:
+        values = config
+        for part in key.split("."):
+            values = values[part]
+        values = values or []  # null lists (e.g. run_folds) mean "all"
+        repeated = list(dict.fromkeys(v for i, v in enumerate(values) if v in values[:i]))
+        if repeated:
+            problems.append(f"config: {key}: {', '.join(map(str, repeated))} listed more than once in {values}")
+    return problems
+
+
+def path_problem(key: str, value: str, expected: str, folder: bool, needs: Iterable[str] = ()) -> str | None:
+    """Why the local path ``value`` of ``key`` cannot be used, or None. ``needs``: entries
+    the folder must hold (a trailing "/" marks a sub-folder). Relative paths are read from
+    the working directory, as the jobs read them (Snakemake's: the workflow folder)."""
+    path = Path(value)
+    where = f"'{value}'" + ("" if path.is_absolute() else f" (relative to {Path.cwd()})")
+    if not path.exists():
+        problem = "does not exist"
+    elif folder != path.is_dir():
+        problem = "is a file" if folder else "is a folder"
+    else:
+        missing = [n for n in needs if not ((path / n).is_dir() if n.endswith("/") else (path / n).is_file())]
+        problem = f"has no {', '.join(missing)}" if missing else None
+    return f"config: {key}: {where} {problem}; expected {expected}" if problem else None

@@ -24,3 +24,25 @@ class DatasetError(MedaugError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class OutputError(MedaugError):
+    """An output could not be written; the message starts with its path."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {problem}")
+
+
+def disk_full(path: str | Path) -> OutputError:
+    return OutputError(path, "no space left on device (or quota exceeded) while writing it; free space and rerun")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError for a full disk or quota, or torch's writer reporting one."""
+    import errno
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    # torch.save raises RuntimeError("... file write failed") when the disk fills up.
+    return isinstance(exc, RuntimeError) and "write failed" in str(exc)

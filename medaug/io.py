@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medaug.errors import DatasetError
+from medaug.errors import DatasetError, disk_full, is_disk_full
 
 
 def _remove(path: Path) -> None:
@@ -36,8 +36,10 @@ def atomic_output(path: str | Path, directory: bool = False) -> Iterator[Path]:
         tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         _remove(tmp)
+        if is_disk_full(exc):
+            raise disk_full(path) from None
         raise
     _remove(path)
     os.replace(tmp, path)

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from medaug.errors import MedaugError
+from medaug.caches import redirect_caches
+from medaug.errors import MedaugError, disk_full, is_disk_full
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -23,10 +24,12 @@ def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> 
 
 
 def run_job(job: Callable[[], object], log_path: str | Path | None = None, threads: int | None = None) -> object:
-    """Run ``job`` with logging set up; a MedaugError ends the process with its message
-    (naming the file and the problem) instead of a traceback. ``threads`` caps torch's
+    """Run ``job`` with logging set up; a MedaugError (or a full disk) ends the process with
+    one line naming the file and the problem instead of a traceback, and any other error
+    with its traceback in the job's log as well as on stderr. ``threads`` caps torch's
     intra-op threads at what the scheduler gave the job."""
     configure(log_path)
+    redirect_caches()
     if threads:
         try:
             import torch
@@ -34,9 +37,15 @@ def run_job(job: Callable[[], object], log_path: str | Path | None = None, threa
             pass
         else:
             torch.set_num_threads(threads)
+    logger = logging.getLogger("medaug")
     try:
         return job()
     except MedaugError as exc:
         for line in str(exc).splitlines():
-            logging.getLogger("medaug").error(line)
-        raise SystemExit(1) from None
+            logger.error(line)
+    except Exception as exc:
+        if is_disk_full(exc):
+            logger.error(str(disk_full(getattr(exc, "filename", None) or "(the file being written)")))
+        else:
+            logger.exception("job failed")  # a bug, not a user error: the traceback helps
+    raise SystemExit(1)

@@ -35,6 +35,11 @@ def targets(config: dict, paper: str) -> list[str]:
     return PAPERS[paper].targets(config)
 
 
+def used_datasets(config: dict) -> list[str]:
+    """The datasets some paper runs on, each once."""
+    return list(dict.fromkeys(name for paper in PAPERS for name in config[paper]["datasets"]))
+
+
 def all_targets(config: dict) -> list[str]:
     return [target for paper in PAPERS for target in targets(config, paper)]
 
@@ -67,7 +72,11 @@ PREPARE = Stage(
         name="prepare_dataset",
         description="Read a dataset through its adapter and write a paper's 2D representation of it.",
         wildcards=("paper", "dataset"),
-        inputs=lambda config, w: {"root": config["datasets"][w["dataset"]]["root"]},
+        inputs=lambda config, w: {
+            "root": config["datasets"][w["dataset"]]["root"],
+            # The root folder's time stamp misses a file replaced inside it; the manifest does not.
+            "manifest": paths.fill(paths.MANIFEST, dataset=w["dataset"]),
+        },
         outputs=lambda config, w: {"prepared": paths.fill(paths.PREPARED, **w)},
         settings=prepare_settings,
         checks=CHECKS,

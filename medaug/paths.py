@@ -8,6 +8,7 @@ from __future__ import annotations
 
 DEMO_DATA_DIR = "resources/demo"
 DEMO_DATASET = DEMO_DATA_DIR + "/{demo_folder}"
+MANIFEST = "results/manifests/{dataset}.json"
 PAPER_RESULTS = "results/{paper}"
 PREPARED = PAPER_RESULTS + "/{dataset}/prepared"
 SPLITS = PAPER_RESULTS + "/{dataset}/splits.json"

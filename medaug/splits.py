@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medaug.errors import MedaugError
+from medaug.errors import DatasetError, MedaugError
 from medaug.seeds import keyed_rng
 
 ASSIGNED_ROLES = ("train", "val", "test")
@@ -183,6 +183,29 @@ def check_no_leakage(splits: dict, units: pd.DataFrame, group_column: str = "pat
                 raise LeakageError(f"fold {fold}: {group_column} {sorted(shared)[:5]} in both test and {role}")
 
 
+def check_classes_present(dataset: str, table_path: Path, cases: pd.DataFrame, splits: dict, column: str) -> None:
+    """Every class must have a case in every role of every fold.
+
+    A class missing from test (or val) leaves its per-class metrics undefined and the
+    macro averages silently over fewer classes. Holdouts keep one of a class only where
+    it has at least two cases in the pool they are drawn from.
+    """
+    labels = cases.set_index(cases.case_id.astype(str))[column].astype(str)
+    for record in splits["folds"]:
+        for role in reversed(ASSIGNED_ROLES):  # test first: the gap that matters most
+            present = set(labels.loc[record[role]])
+            missing = [label for label in dict.fromkeys(labels) if label not in present]
+            if missing:
+                total = int((labels == missing[0]).sum())
+                official = splits["scheme"] == "official" and role != "val"
+                why = "the official split has none" if official else "a holdout needs at least 2 in its pool"
+                raise DatasetError(
+                    table_path,
+                    f"dataset '{dataset}': class '{missing[0]}' has no case in the {role} role of fold "
+                    f"{record['fold']}, so its per-class metrics would be undefined ({total} case(s) in all; {why})",
+                )
+
+
 @dataclass(frozen=True)
 class Tables:
     """Which tables of a prepared dataset splits read."""
@@ -210,6 +233,14 @@ def make_splits(dataset: str, prepared_dir: str, representation: str, settings: 
     stratify = tables.stratify_column
     scheme = settings["scheme"]
     if scheme == "kfold":
+        patients = len(_ordered_groups(cases, "patient_id"))
+        if patients < settings["n_folds"]:
+            key = settings.get("folds_key", "folds")
+            raise DatasetError(
+                prepared / tables.cases,
+                f"dataset '{dataset}' has {patients} patients, too few for {key}: {settings['n_folds']} "
+                "(each fold tests at least one patient); lower it",
+            )
         splits = kfold_splits(
             cases, settings["n_folds"], settings["val_fraction"], settings["seed"], shuffle=settings["shuffle"]
         )
@@ -222,6 +253,8 @@ def make_splits(dataset: str, prepared_dir: str, representation: str, settings: 
             cases, settings["test_fraction"], settings["val_fraction"], settings["seed"], stratify_column=stratify
         )
     check_no_leakage(splits, units)
+    if stratify is not None:
+        check_classes_present(dataset, prepared / tables.cases, cases, splits, stratify)
     for record in splits["folds"]:
         record["counts"] = {
             role: {

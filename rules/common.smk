@@ -5,7 +5,11 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from medaug import paths
+from medaug.caches import redirect_caches
 from medaug.papers import PAPERS, all_targets, targets, validate_config
+
+# matplotlib, torch, Snakemake & co. cache under ./.cache, not ~ (the jobs inherit this).
+redirect_caches()
 
 # Validate before anything else; fills in every default the schema documents.
 _validated = validate_config(config)

@@ -1,6 +1,12 @@
-# Raw data -> per-paper 2D representation -> splits.
+# Raw data -> a manifest of its files -> per-paper 2D representation -> splits.
 from medaug.demo import DEMO, DEMO_DATASETS
-from medaug.papers import PREPARE, SPLIT
+from medaug.manifests import MANIFEST, refresh_manifests
+from medaug.papers import PREPARE, SPLIT, used_datasets
+
+# Every run first brings the dataset manifests up to date (one stat per file; hashes only
+# of changed files), so a file replaced inside a dataset reruns what depends on it.
+if workflow.is_main_process:
+    refresh_manifests(config, used_datasets(config))
 
 
 wildcard_constraints:
@@ -23,6 +29,22 @@ rule make_demo_dataset:
         settings=stage_settings(DEMO.spec),
     script:
         "../scripts/make_demo_dataset.py"
+
+
+rule list_dataset_files:
+    input:
+        unpack(stage_inputs(MANIFEST.spec)),
+    output:
+        manifest=paths.MANIFEST,
+    log:
+        "logs/list_dataset_files/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=500,
+        runtime=30,
+    script:
+        "../scripts/list_dataset_files.py"
 
 
 rule prepare_dataset:

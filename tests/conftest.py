@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medaug.caches import redirect_caches
 from medaug.demo import DEMO_DATASETS, write_demo_dataset
 from medaug.papers import validate_config
 
 REPO = Path(__file__).resolve().parent.parent
+# The tests' own caches (matplotlib, Snakemake, ...) stay in the project, as the pipeline's do.
+redirect_caches(REPO / ".cache")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -80,7 +83,19 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snake
 CI_CONFIG = [str(REPO / "config.yaml"), str(REPO / "tests" / "config_ci.yaml")]
 
 
-def snakemake(args: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+# Hang guards (seconds), each >= 3x the idle duration measured on 2 cores, so that the suite
+# passes on a machine twice as slow: the CI-size run (about 3 min), the whole demo (about
+# 8 min), the CI-size run through SLURM (about 6 min). A test's own pytest timeout covers
+# the fixtures it is first to set up.
+CI_RUN_GUARD = 1800
+DEMO_RUN_GUARD = 2700
+SLURM_RUN_GUARD = 2400
+SLURM_START_GUARD = 900  # installing (apt) and starting the daemons
+
+
+def snakemake(
+    args: list[str], cwd: Path, check: bool = True, timeout: int = CI_RUN_GUARD
+) -> subprocess.CompletedProcess:
     """Run Snakemake on this repository's workflow; on failure, raise with its output."""
     result = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
@@ -121,7 +136,7 @@ def slurm_cluster():
     if os.geteuid() != 0:
         pytest.skip("starting a local SLURM needs root (apt packages, system daemons)")
     start = subprocess.run(
-        ["timeout", "-s", "KILL", "900", "bash", str(TOOLS / "start_slurm.sh"), "--fake-gpu"],
+        ["timeout", "-s", "KILL", str(SLURM_START_GUARD), "bash", str(TOOLS / "start_slurm.sh"), "--fake-gpu"],
         capture_output=True,
         text=True,
     )
@@ -151,8 +166,9 @@ def slurm_ci_run(slurm_cluster, tmp_path_factory) -> tuple[Path, str]:
     workdir = tmp_path_factory.mktemp("slurm_run")
     command = [*SNAKEMAKE, "--profile", "slurm", "--profile", str(ci_overlay(workdir.with_name("ci_overlay")))]
     command += ["--directory", str(workdir), "--configfile", *CI_CONFIG]
-    # A hung executor plugin must fail the tests, not CI: SIGKILL after 20 minutes.
-    result = subprocess.run(["timeout", "-s", "KILL", "1200", *command], cwd=REPO, capture_output=True, text=True)
+    # A hung executor plugin must fail the tests, not CI.
+    guard = ["timeout", "-s", "KILL", str(SLURM_RUN_GUARD)]
+    result = subprocess.run([*guard, *command], cwd=REPO, capture_output=True, text=True)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     return workdir, output

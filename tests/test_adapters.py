@@ -278,6 +278,128 @@ def tree_duplicate_id(root):
     return path.parent, "duplicate case id"
 
 
+def _float_tiff(path, values):
+    """Float pixels saved as TIFF under ``path`` whatever its suffix (PIL reads by content)."""
+    Image.fromarray(values.astype(np.float32)).save(path, format="TIFF")
+
+
+def busi_nan_image(root):
+    image = _busi_first(root)
+    grey = np.asarray(Image.open(image).convert("L"), dtype=np.float32)
+    grey[0, :3] = np.nan  # a float image behind a .png name: PNG itself cannot hold NaN
+    _float_tiff(image, grey)
+    return image, "3 non-finite (NaN or inf) pixels"
+
+
+def msd_nan_voxels(root):
+    image_path, _ = _first_training(root)
+
+    def add_nan_and_inf(data):
+        data = data.astype(np.float32)
+        data[0, 0, 0], data[1, 1, 1] = np.nan, np.inf
+        return data
+
+    _edit_nifti(image_path, add_nan_and_inf)
+    return image_path, "2 non-finite (NaN or inf) voxels"
+
+
+def _edit_affine(path, edit):
+    """Change the header only: the voxels stay where they were."""
+    image = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), edit(image.affine.copy())), path)
+
+
+def msd_mirrored_label(root):
+    _, label_path = _first_training(root)
+    _edit_affine(label_path, lambda affine: affine * [[-1, 1, 1, 1]] * 1.0)  # x flipped: LPS -> RPS
+    return label_path, "label orientation RPS differs from the image's LPS"
+
+
+def msd_transposed_label(root):
+    _, label_path = _first_training(root)  # the demo is square in-plane, so shapes still agree
+    _edit_affine(label_path, lambda affine: affine[:, [1, 0, 2, 3]])
+    return label_path, "label orientation PLS differs from the image's LPS"
+
+
+def msd_label_spacing(root):
+    _, label_path = _first_training(root)
+    _edit_affine(label_path, lambda affine: affine * [[1, 1, 2, 1]] * 1.0)
+    return label_path, "label voxel size (2, 2, 7.2) mm differs from the image's (2, 2, 3.6) mm"
+
+
+def msd_label_origin(root):
+    _, label_path = _first_training(root)
+
+    def shift_one_voxel(affine):
+        affine[0, 3] += 3.0
+        return affine
+
+    _edit_affine(label_path, shift_one_voxel)
+    return label_path, "mm from the image's"
+
+
+def _point_first_training_at(root, key, value):
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["training"][0][key] = value
+    (root / "dataset.json").write_text(json.dumps(meta))
+
+
+def msd_image_outside_root(root):
+    image_path, _ = _first_training(root)
+    shutil.copy(image_path, root.parent / "elsewhere.nii.gz")  # it exists: today it is read as is
+    _point_first_training_at(root, "image", "../elsewhere.nii.gz")
+    return root / "dataset.json", "training entry 0: image '../elsewhere.nii.gz' points outside the dataset folder"
+
+
+def msd_absolute_label(root):
+    _, label_path = _first_training(root)
+    outside = root.parent / "label_elsewhere.nii.gz"
+    shutil.copy(label_path, outside)
+    _point_first_training_at(root, "label", str(outside))
+    return root / "dataset.json", f"training entry 0: label '{outside}' points outside the dataset folder"
+
+
+def nuclei_zero_type_map(root):
+    _, label = _tile(root)
+    _edit_mat(label, lambda mat: mat.update(type_map=np.zeros_like(mat["type_map"])))
+    return label, "type_map is all zero although inst_type gives types to"
+
+
+def nuclei_transposed_inst_map(root):
+    _, label = _tile(root)  # square tiles: the shape check cannot see it
+    _edit_mat(label, lambda mat: mat.update(inst_map=mat["inst_map"].T))
+    return label, "inst_map transposed, or centroids stored as (y, x)?"
+
+
+def nuclei_type_disagrees(root):
+    _, label = _tile(root)
+    inst_type = scipy.io.loadmat(label)["inst_type"]
+    other = 2 if inst_type[1, 0] != 2 else 3
+    _edit_mat(label, lambda mat: mat["inst_type"].__setitem__((1, 0), other))
+    return label, f"instance 2: inst_type is {other} but most of its pixels in type_map are {inst_type[1, 0]}"
+
+
+def nuclei_nan_centroid(root):
+    _, label = _tile(root)
+    _edit_mat(label, lambda mat: mat["inst_centroid"].__setitem__((0, 0), np.nan))
+    return label, "1 non-finite (NaN or inf) inst_centroid values"
+
+
+def tree_test_only_class(root):
+    extra = root / "Test" / "CYST"
+    extra.mkdir()
+    shutil.copy(sorted((root / "Test" / "BENIGN").iterdir())[0], extra / "cyst_0001.png")
+    return extra, "class folder in Test but not in Train"
+
+
+def tree_nan_image(root):
+    path = root / "Train" / "BENIGN" / "benign_9999.tif"
+    values = np.full((72, 72), 100.0)
+    values[0, 0], values[5, 5] = np.nan, -np.inf
+    _float_tiff(path, values)
+    return path, "2 non-finite (NaN or inf) pixels"
+
+
 BAD_INPUTS = [
     ("busi", busi_corrupt_image),
     ("busi", busi_shape_mismatch),
@@ -285,12 +407,20 @@ BAD_INPUTS = [
     ("busi", busi_missing_mask),
     ("busi", busi_empty_class),
     ("busi", busi_duplicate_id),
+    ("busi", busi_nan_image),
     ("spleen", msd_4d_image),
     ("spleen", msd_corrupt_image),
     ("spleen", msd_shape_mismatch),
     ("spleen", msd_label_values),
     ("spleen", msd_missing_label),
     ("prostate", msd_duplicate_id),
+    ("spleen", msd_nan_voxels),
+    ("spleen", msd_mirrored_label),
+    ("spleen", msd_transposed_label),
+    ("prostate", msd_label_spacing),
+    ("spleen", msd_label_origin),
+    ("spleen", msd_image_outside_root),
+    ("prostate", msd_absolute_label),
     ("consep", nuclei_missing_label),
     ("consep", nuclei_corrupt_label),
     ("consep", nuclei_shape_mismatch),
@@ -298,9 +428,15 @@ BAD_INPUTS = [
     ("consep", nuclei_missing_key),
     ("glysac", nuclei_same_tile_in_train_and_test),
     ("glysac", nuclei_corrupt_image),
+    ("consep", nuclei_zero_type_map),
+    ("glysac", nuclei_transposed_inst_map),
+    ("consep", nuclei_type_disagrees),
+    ("glysac", nuclei_nan_centroid),
     ("pancreas", tree_empty_class),
     ("pancreas", tree_corrupt_image),
     ("pancreas", tree_duplicate_id),
+    ("pancreas", tree_test_only_class),
+    ("pancreas", tree_nan_image),
 ]
 
 
@@ -325,3 +461,69 @@ def test_bad_input_in_dcube_busi_source_is_rejected_too(config, broken_copy, tmp
     with pytest.raises(DatasetError, match="missing mask"):
         prepare_classification("busi", entry_for(config, "busi", root), tmp_path / "prepared", 32)
     assert not (tmp_path / "prepared").exists()
+
+
+# --- what the checks let through, and what they catch beyond the files ---------------------
+
+
+def test_msd_accepts_float_rounding_between_label_and_image_headers(config, broken_copy):
+    root = broken_copy(DEMO_FOLDER["spleen"])
+    _, label_path = _first_training(root)
+    _edit_affine(
+        label_path, lambda affine: affine + np.array([[1e-5, 0, 0, 1e-4], [0, 1e-5, 0, 1e-4], [0] * 4, [0] * 4])
+    )
+    dataset = segmentation_dataset(entry_for(config, "spleen", root))
+    case = dataset.load(dataset.cases()[0])
+    assert case.mask.sum() == np.asarray(nib.load(label_path).dataobj).sum()
+
+
+def test_nuclei_labels_tolerate_one_based_centroids_and_overdrawn_pixels(config, broken_copy):
+    root = broken_copy(DEMO_FOLDER["consep"])
+    _, label = _tile(root)
+
+    def matlab_like(mat):
+        mat["inst_centroid"] += 1.0  # 1-based, as MATLAB computes them
+        pixels = np.argwhere(mat["inst_map"] == 1)
+        other = 2 if mat["inst_type"][0, 0] != 2 else 3
+        mat["type_map"][tuple(pixels[0])] = other  # one pixel overdrawn by a neighbour's type
+
+    _edit_mat(label, matlab_like)
+    dataset = nuclei_dataset(entry_for(config, "consep", root))
+    assert dataset.load(next(r for r in dataset.cases() if r.case_id == "train_1")).inst_type.size
+
+
+def test_nuclei_tile_with_non_finite_pixels_is_rejected(config, demo_root, monkeypatch):
+    # PIL cannot decode a float RGB tile today; a reader that can must not pass NaN on.
+    import medaug.datasets.nuclei as nuclei
+
+    def float_tile(path):
+        tile = np.asarray(Image.open(path), dtype=np.float32)
+        tile[0, 0, 0] = np.nan
+        return tile
+
+    monkeypatch.setattr(nuclei, "read_image", float_tile)
+    dataset = nuclei_dataset(entry_for(config, "consep", demo_root / DEMO_FOLDER["consep"]))
+    ref = dataset.cases()[0]
+    with pytest.raises(DatasetError, match=r"1 non-finite \(NaN or inf\) pixel values") as error:
+        dataset.load(ref)
+    assert str(error.value).startswith(str(ref.files["image"]))
+
+
+def test_sixteen_bit_class_tree_keeps_its_relative_intensities(config, tmp_path):
+    # A quarter-grey 16-bit image (mean 63/255 of its range) must stay quarter-grey, not be
+    # clipped to near white.
+    rng = np.random.default_rng(0)
+    for split in ("Train", "Test"):
+        for label in ("A", "B"):
+            (tmp_path / "tree" / split / label).mkdir(parents=True)
+            values = rng.integers(0, 2 * 63 * 257, size=(40, 40), dtype=np.uint16)
+            Image.fromarray(values).save(tmp_path / "tree" / split / label / "x.png")
+    entry = {"format": "class_tree", "root": str(tmp_path / "tree")}
+    dataset = classification_dataset(entry)
+    ref = dataset.cases()[0]
+    assert np.asarray(Image.open(ref.files["image"])).dtype == np.uint16
+    grey = dataset.load_image(ref)
+    assert abs(grey.mean() - 63) < 2 and grey.max() <= 255
+    prepare_classification("tree", entry, tmp_path / "prepared", 32)
+    images = np.load(tmp_path / "prepared" / "images.npz")["image"]
+    assert abs(images.mean() - 63) < 2

@@ -107,3 +107,105 @@ def test_paper_config_sets_back_every_value_the_demo_shrinks():
     defaults = validate_config({})
     assert {k: v for k, v in as_run.items() if k != "demo"} == {k: v for k, v in defaults.items() if k != "demo"}
     assert as_run["demo"]["busi"]["images_per_class"] == {"benign": 437, "malignant": 210, "normal": 133}
+
+
+def _demo_with(**sections) -> dict:
+    """config.yaml with diffboost keys overridden, per section ("top": diffboost itself)."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for section, keys in sections.items():
+        target = config["diffboost"] if section == "top" else config["diffboost"].setdefault(section, {})
+        target.update(keys)
+    return config
+
+
+def _problem(config: dict) -> str:
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    return str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("image_size", "segmentation", "architecture", "rule"),
+    [
+        (36, {}, "AttentionUnet", "a multiple of the total stride 8 of segmentation.strides [2, 2, 2]"),
+        (40, {"architecture": "UNETR"}, "UNETR", "a multiple of 16"),
+        (32, {"ablation_architectures": ["SwinUNETR"]}, "SwinUNETR", "a multiple of 32, at least 64"),
+        # 16 px / 16 leaves a 1-pixel bottleneck, which UNet's instance norm cannot train on
+        (16, {"architecture": "UNet", "strides": [2, 2, 2, 2], "channels": [4, 8, 16, 32, 64]}, "UNet", "at least 32"),
+    ],
+)
+def test_image_size_must_fit_every_segmenter_built(image_size, segmentation, architecture, rule):
+    message = _problem(_demo_with(top={"image_size": image_size}, segmentation=segmentation))
+    key = "config: diffboost.image_size"
+    assert f"{key}: {image_size} does not fit segmentation architecture {architecture}: " in message
+    assert rule in message
+
+
+def test_segmenter_channels_and_strides_must_pair_up():
+    config = _demo_with(segmentation={"channels": [8, 16, 32, 64], "strides": [2, 2]})
+    assert "config: diffboost.segmentation.strides: 2 strides for 4 channels; AttentionUnet, UNet need" in _problem(
+        config
+    )
+    # Unused by UNETR: no error when only UNETR is built.
+    only_unetr = {"channels": [8, 16, 32, 64], "strides": [2, 2], "architecture": "UNETR", "ablation_datasets": []}
+    validate_config(_demo_with(segmentation=only_unetr))
+
+
+def test_tiny_model_widths_must_fit_its_norms():
+    config = _demo_with(controlnet={"tiny_model": {"block_out_channels": [32, 60], "norm_num_groups": 8}})
+    assert "config: diffboost.controlnet.tiny_model.norm_num_groups: 8 does not divide block_out_channels [60]" in (
+        _problem(config)
+    )
+    config = _demo_with(controlnet={"tiny_model": {"text_hidden_size": 17}})
+    assert "config: diffboost.controlnet.tiny_model.text_hidden_size: 17 is not divisible" in _problem(config)
+
+
+def test_pretrained_model_must_be_a_diffusers_stable_diffusion_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths are read from the working directory
+    (tmp_path / "weights.ckpt").write_bytes(b"")
+    sd = tmp_path / "sd15"
+    for name in ("unet", "vae", "text_encoder"):
+        (sd / name).mkdir(parents=True)
+    key = "config: diffboost.controlnet.pretrained_model"
+    message = _problem(_demo_with(controlnet={"pretrained_model": "missing"}))
+    assert f"{key}: 'missing' (relative to {tmp_path}) does not exist" in message
+    assert "is a file" in _problem(_demo_with(controlnet={"pretrained_model": "weights.ckpt"}))
+    assert f"{key}: 'sd15' (relative to {tmp_path}) has no tokenizer/, scheduler/" in _problem(
+        _demo_with(controlnet={"pretrained_model": "sd15"})
+    )
+    for name in ("tokenizer", "scheduler"):
+        (sd / name).mkdir()
+    validate_config(_demo_with(controlnet={"pretrained_model": "sd15"}))
+    (tmp_path / "cn").mkdir()
+    message = _problem(_demo_with(controlnet={"pretrained_model": "sd15", "pretrained_controlnet": "cn"}))
+    assert "config: diffboost.controlnet.pretrained_controlnet: 'cn'" in message and "has no config.json" in message
+    message = _problem(_demo_with(controlnet={"pretrained_controlnet": "cn"}))
+    assert "config: diffboost.controlnet.pretrained_controlnet: set, but only used with pretrained_model" in message
+    message = _problem(_demo_with(conditions={"hed_weights": str(sd)}))
+    assert f"config: diffboost.conditions.hed_weights: '{sd}' is a folder" in message
+
+
+def test_augmentation_phrases_file_must_exist_and_hold_a_phrase(tmp_path):
+    key = "config: diffboost.sampling.augmentation_phrases_file"
+    missing = tmp_path / "phrases.txt"
+    assert f"{key}: '{missing}' does not exist" in _problem(
+        _demo_with(sampling={"augmentation_phrases_file": str(missing)})
+    )
+    missing.write_text("\n  \n")
+    assert f"{key}: '{missing}' is empty" in _problem(_demo_with(sampling={"augmentation_phrases_file": str(missing)}))
+    missing.write_text("a bright lesion\n")
+    validate_config(_demo_with(sampling={"augmentation_phrases_file": str(missing)}))
+
+
+@pytest.mark.parametrize(
+    ("section", "keys", "expected"),
+    [
+        ("nnunet", {"ratios": [0, 2, 2]}, "nnunet.ratios: 2 listed more than once in [0, 2, 2]"),
+        ("sampling", {"ratios": [1, 2, 1]}, "sampling.ratios: 1 listed more than once"),
+        ("segmentation", {"seeds": [3, 3]}, "segmentation.seeds: 3 listed more than once"),
+        ("segmentation", {"ablation_architectures": ["UNet", "UNet"]}, "segmentation.ablation_architectures: UNet"),
+        ("top", {"run_folds": [0, 0]}, "run_folds: 0 listed more than once"),
+    ],
+)
+def test_lists_that_mean_sets_reject_duplicates(section, keys, expected):
+    assert f"config: diffboost.{expected}" in _problem(_demo_with(**{section: keys}))

@@ -3,6 +3,7 @@ sampling with reuse and exact manifest counts."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,34 @@ def test_killed_finetuning_resumes_from_its_checkpoint(demo_config, spleen, tmp_
     info = json.loads((model / "medaug_model.json").read_text())
     assert info["training"]["resumed_from"] == killed_at
     assert info["training"]["steps_run"] == 40 - killed_at  # at most one interval was lost
+
+
+def test_finetuning_resumes_only_under_the_same_settings_and_data(demo_config, spleen, model, tmp_path, caplog):
+    """A changed learning rate, augmentation or training set never resumes another run's
+    checkpoint (the old code resumed it, ran 0 steps and exported the old weights)."""
+    base, splits = spleen
+    settings = controlnet_settings(demo_config, "spleen")
+    state = tmp_path / "state"
+    shutil.copytree(base / "state", state)
+
+    def finetune(out: str, changes: dict, fold_splits: dict = splits) -> dict:
+        changed = {**settings, "settings": {**settings["settings"], **changes}}
+        return finetune_controlnet(
+            base / "prepared", base / "conditions", fold_splits, 0, out_dir=tmp_path / out, state_dir=state, **changed
+        )["training"]
+
+    assert finetune("same", {})["resumed_from"] == 4
+    for key, value in (("learning_rate", 1e-4), ("rotation_degrees", 0.0)):
+        caplog.clear()
+        training = finetune(key, {key: value})
+        assert training["resumed_from"] is None and training["steps_run"] == 4
+        assert "not resuming" in caplog.text and f"model.{key}" in caplog.text
+    # Another development set (here: one case fewer) is another run as well.
+    fewer = json.loads(json.dumps(splits))
+    fewer["folds"][0]["train"] = fewer["folds"][0]["train"][1:]
+    caplog.clear()
+    assert finetune("fewer", {"rotation_degrees": 0.0}, fewer)["resumed_from"] is None
+    assert "changed: data" in caplog.text
 
 
 def test_pretrained_stable_diffusion_layout_trains_in_latent_space(demo_config, spleen, tmp_path):

@@ -294,8 +294,34 @@ def test_unfinished_checkpoints_are_ignored_and_cleaned(tmp_path):
     assert sorted(p.name for p in state.iterdir()) == ["checkpoint-2", "checkpoint-4"]
     assert (state / "checkpoint-4" / "training_state.json").is_file()
 
-    with pytest.raises(MedaugError, match="past max_steps"):
-        train(models, ["net"], loss, make_batch, settings(max_steps=3), state)
+    # Fewer steps than the newest checkpoint: that run cannot be cut back, so start afresh.
+    summary = train(models, ["net"], loss, make_batch, settings(max_steps=3), state)
+    assert summary["resumed_from"] is None and summary["steps_run"] == 3
+
+
+def test_changed_settings_or_data_never_resume(tmp_path, caplog):
+    models, loss, make_batch, _ = linear_setup()
+    state = tmp_path / "state"
+    data = {"data": "digest-a", "model": {"rotation_degrees": 20}}
+    train(models, ["net"], loss, make_batch, settings(max_steps=4), state, identity=data)
+
+    # Same run, more steps: resumes.
+    summary = train(models, ["net"], loss, make_batch, settings(max_steps=6), state, identity=data)
+    assert summary["resumed_from"] == 4
+
+    cases = [
+        (settings(max_steps=6, learning_rate=5e-3), data, "training.learning_rate"),
+        (settings(max_steps=6), {**data, "model": {"rotation_degrees": 0}}, "model.rotation_degrees"),
+        (settings(max_steps=6), {**data, "data": "digest-b"}, "data"),
+    ]
+    for changed, identity, key in cases:
+        train(models, ["net"], loss, make_batch, settings(max_steps=6), state, identity=data)
+        caplog.clear()
+        summary = train(models, ["net"], loss, make_batch, changed, state, identity=identity)
+        assert summary["resumed_from"] is None and summary["steps_run"] == 6, key
+        assert f"not resuming from checkpoint-6 (changed: {key})" in caplog.text
+        saved = json.loads((latest_checkpoint(state) / "training_state.json").read_text())
+        assert saved["fingerprint"] == summary["fingerprint"]
 
 
 def test_mixed_precision_choice():

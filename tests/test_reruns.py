@@ -14,7 +14,16 @@ import yaml
 
 from medaug.diffusion.training import latest_checkpoint
 
-from .conftest import CI_CONFIG, REPO, SNAKEMAKE, result_tables, run_ci_demo
+from .conftest import (
+    CI_CONFIG,
+    CI_RUN_GUARD,
+    REPO,
+    SLURM_RUN_GUARD,
+    SLURM_START_GUARD,
+    SNAKEMAKE,
+    result_tables,
+    run_ci_demo,
+)
 
 pytestmark = pytest.mark.workflow
 
@@ -92,7 +101,8 @@ def second_ci_run(request, tmp_path):
     return run_ci_demo(tmp_path / "second")
 
 
-@pytest.mark.timeout(1800)  # the second run may be the SLURM run, started here
+# The second run may be the SLURM run, started here.
+@pytest.mark.timeout(SLURM_START_GUARD + SLURM_RUN_GUARD + CI_RUN_GUARD)
 def test_two_runs_give_byte_identical_tables(ci_run, second_ci_run):
     second = second_ci_run
     first_tables, second_tables = result_tables(ci_run), result_tables(second)
@@ -148,3 +158,37 @@ def test_killed_training_job_resumes_from_its_newest_checkpoint_on_retry(ci_run,
     log = (workdir / "logs" / "finetune_controlnet" / "busi" / "fold0.log").read_text()
     assert f"resuming from checkpoint-{killed_at}" in log
     assert "step 60/60" in log and (model / "controlnet").is_dir()
+
+
+def test_repairing_one_file_inside_a_dataset_reruns_exactly_that_dataset(demo_root, tmp_path):
+    """A file replaced inside a dataset, even by an older copy (as `cp -p` from a backup
+    leaves it), reruns that dataset's preparation and what follows, and nothing else:
+    Snakemake alone sees only the root folder's time stamp, which does not change."""
+    import nibabel as nib
+    import numpy as np
+
+    data = tmp_path / "data"
+    for folder in ("Task09_Spleen", "Task05_Prostate"):
+        shutil.copytree(demo_root / folder, data / folder)
+    roots = {"datasets": {"spleen": {"root": str(data / "Task09_Spleen")}}}
+    roots["datasets"]["prostate"] = {"root": str(data / "Task05_Prostate")}
+    change = overlay(tmp_path, "roots", {**roots, "diffboost": {"datasets": ["spleen", "prostate"]}})
+    workdir = tmp_path / "run"
+    targets = [f"results/diffboost/{name}/splits.json" for name in ("spleen", "prostate")]
+    # Targets before --configfile, which takes every argument after it.
+    plan = [*targets, "--configfile", *CI_CONFIG, change]
+    subprocess.run([*SNAKEMAKE, "--cores", "2", "--directory", str(workdir), *plan], check=True, timeout=900)
+    assert planned_jobs(workdir, *plan) == []
+
+    label = sorted((data / "Task09_Spleen" / "labelsTr").glob("*.nii.gz"))[0]
+    before = os.stat(label)
+    image = nib.load(label)
+    mirrored = np.ascontiguousarray(np.asanyarray(image.dataobj)[::-1])
+    nib.save(nib.Nifti1Image(mirrored, image.affine, image.header), label)
+    os.utime(label, ns=(before.st_atime_ns - 86_400 * 10**9, before.st_mtime_ns - 86_400 * 10**9))
+
+    jobs = planned_jobs(workdir, *plan)
+    assert sorted((rule, w.get("dataset")) for rule, w in jobs) == [
+        ("make_splits", "spleen"),
+        ("prepare_dataset", "spleen"),
+    ]

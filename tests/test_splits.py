@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import KFold
 
-from medaug.preparation import prepare_nuclei, prepare_segmentation
+from medaug.dcube.params import split_settings
+from medaug.errors import DatasetError
+from medaug.preparation import prepare_classification, prepare_nuclei, prepare_segmentation
 from medaug.splits import LeakageError, check_no_leakage, kfold_splits, make_splits, role_cases, select
 
 from .conftest import entry_for
@@ -108,3 +110,53 @@ def test_stratified_holdout_keeps_every_class_in_test():
     assert set(test.label) == {"a", "b", "c"}
     assert np.isclose(len(test), 4 + 1 + 1)
     check_no_leakage(splits, table)
+
+
+def _images_table(folder, labels, splits=None):
+    """A prepared classification table (images.tsv) with one image per row."""
+    folder.mkdir()
+    table = pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(len(labels))],
+            "patient_id": [f"c{i}" for i in range(len(labels))],
+            "label": labels,
+            "source_split": splits if splits is not None else [""] * len(labels),
+        }
+    )
+    table.to_csv(folder / "images.tsv", sep="\t", index=False)
+    return folder
+
+
+def test_class_too_small_for_the_test_holdout_is_an_error(tmp_path):
+    prepared = _images_table(tmp_path / "prepared", ["a"] * 20 + ["b"] * 7 + ["c"])
+    settings = {"scheme": "holdout", "test_fraction": 0.2, "val_fraction": 0.2, "seed": 0}
+    with pytest.raises(DatasetError, match="dataset 'toy': class 'c' has no case in the test role of fold 0") as error:
+        make_splits("toy", prepared, "classification", settings)
+    assert str(error.value).startswith(str(prepared / "images.tsv"))
+    assert "1 case(s) in all" in str(error.value)
+
+
+def test_class_with_one_official_train_image_is_missing_from_val(tmp_path):
+    labels = ["a"] * 10 + ["b"] + ["a"] * 3 + ["b"] * 2
+    prepared = _images_table(tmp_path / "prepared", labels, ["Train"] * 11 + ["Test"] * 5)
+    settings = {"scheme": "official", "val_fraction": 0.2, "seed": 0}
+    with pytest.raises(DatasetError, match="class 'b' has no case in the val role"):
+        make_splits("toy", prepared, "classification", settings)
+
+
+@pytest.mark.parametrize("dataset,folder", [("pancreas", "DCube_pancreas"), ("busi", "Dataset_BUSI_with_GT")])
+def test_demo_classification_splits_keep_every_class_in_every_role(config, demo_root, tmp_path, dataset, folder):
+    prepared = tmp_path / "prepared"
+    prepare_classification(dataset, entry_for(config, dataset, demo_root / folder), prepared, 16)
+    splits = make_splits(dataset, prepared, "classification", split_settings(config, dataset))
+    table = pd.read_csv(prepared / "images.tsv", sep="\t", dtype={"case_id": str})
+    for role in ("train", "val", "test"):
+        assert set(select(table, splits, 0, role).label) == set(table.label), role
+
+
+def test_more_folds_than_patients_names_the_dataset_and_the_key(spleen_prepared, config):
+    from medaug.diffboost.params import split_settings as diffboost_split_settings
+
+    settings = {**diffboost_split_settings(config, "spleen"), "n_folds": 12}
+    with pytest.raises(DatasetError, match=r"dataset 'spleen' has 9 patients, too few for diffboost.folds: 12"):
+        make_splits("spleen", spleen_prepared, "segmentation", settings)

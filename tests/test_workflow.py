@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO, snakemake
+from .conftest import CI_RUN_GUARD, DEMO_RUN_GUARD, REPO, snakemake
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.timeout(DEMO_RUN_GUARD + CI_RUN_GUARD)]
 
 
 def test_lint_is_clean():
@@ -36,7 +36,8 @@ def demo_run(tmp_path_factory):
     """The whole demo, as `make demo` runs it, in a fresh working directory."""
     workdir = tmp_path_factory.mktemp("run")
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
-    snakemake(["--cores", "2", "--directory", str(workdir), "--configfile", str(workdir / "config.yaml")], workdir)
+    args = ["--cores", "2", "--directory", str(workdir), "--configfile", str(workdir / "config.yaml")]
+    snakemake(args, workdir, timeout=DEMO_RUN_GUARD)
     return workdir
 
 

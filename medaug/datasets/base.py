@@ -67,6 +67,16 @@ def check_label_values(path: Path, values: np.ndarray, allowed: Iterable[int], w
         raise DatasetError(path, f"{what} {outside} outside the declared set {sorted(allowed)}")
 
 
+def check_finite(path: Path, values: np.ndarray, what: str = "values") -> None:
+    """Reject NaN/inf: percentile clipping would turn the whole slice into a constant
+    while its mask stays, a silent wrong training pair."""
+    if not np.issubdtype(values.dtype, np.inexact):
+        return  # integer images cannot hold them
+    bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise DatasetError(path, f"{bad} non-finite (NaN or inf) {what} out of {values.size}")
+
+
 def check_same_shape(path: Path, shape: tuple, expected: tuple, what: str) -> None:
     if tuple(shape) != tuple(expected):
         raise DatasetError(path, f"shape mismatch: {what} has shape {tuple(shape)}, image has {tuple(expected)}")

@@ -17,6 +17,7 @@ from medaug.datasets.base import (
     CaseRef,
     SegmentationCase,
     case_id_from,
+    check_finite,
     check_label_values,
     check_same_shape,
     check_unique_ids,
@@ -81,6 +82,7 @@ class BusiDataset:
     def load(self, ref: CaseRef) -> SegmentationCase:
         image_path = ref.files["image"]
         image = to_gray(read_image(image_path), image_path, SKIMAGE)  # as the official preprocessing
+        check_finite(image_path, image, "pixels")
         lesion = np.zeros(image.shape, dtype=bool)
         for key, path in ref.files.items():
             if not key.startswith("mask"):

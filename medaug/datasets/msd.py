@@ -18,6 +18,7 @@ from medaug.datasets.base import (
     CaseRef,
     SegmentationCase,
     apply_label_merge,
+    check_finite,
     check_label_values,
     check_same_shape,
     check_unique_ids,
@@ -33,6 +34,55 @@ def _case_name(path: Path) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     raise DatasetError(path, "expected a .nii or .nii.gz file")
+
+
+# How far a label's header may differ from its image's, as fractions of the image's voxel
+# size. Voxels are paired by index, never resampled, so these only have to tell float
+# rounding (float32 headers agree to ~1e-7 of a voxel) from a label made on another grid
+# (a different spacing, or shifted by whole voxels). The voxel step vectors (spacing and
+# direction) get the tighter bound because an error in them adds up along the axis.
+STEP_TOLERANCE = 1e-3
+ORIGIN_TOLERANCE = 1e-2
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def check_same_grid(label_path: Path, label_affine: np.ndarray, image_affine: np.ndarray) -> None:
+    """The label must share its image's voxel grid as stored, before any reorientation.
+
+    Reorienting each file by its own header would silently mirror or transpose a mask
+    whose header disagrees with its image's, and both would then look "canonical".
+    """
+    import nibabel as nib
+
+    image_codes, label_codes = nib.aff2axcodes(image_affine), nib.aff2axcodes(label_affine)
+    if image_codes != label_codes:
+        raise DatasetError(
+            label_path,
+            f"label orientation {''.join(label_codes)} differs from the image's {''.join(image_codes)}; "
+            "an MSD label shares its image's voxel grid, so one of the two headers is wrong "
+            "(reoriented, the mask would come out mirrored or transposed)",
+        )
+    voxel = np.linalg.norm(image_affine[:3, :3], axis=0)
+    label_voxel = np.linalg.norm(label_affine[:3, :3], axis=0)
+    if not np.allclose(label_voxel, voxel, rtol=0, atol=STEP_TOLERANCE * voxel):
+        raise DatasetError(
+            label_path, f"label voxel size {_fmt(label_voxel)} mm differs from the image's {_fmt(voxel)} mm"
+        )
+    # Columns are the voxel steps in mm; the tolerance of each scales with its voxel size.
+    if not np.allclose(label_affine[:3, :3], image_affine[:3, :3], rtol=0, atol=STEP_TOLERANCE * voxel):
+        raise DatasetError(
+            label_path, "label axes are rotated relative to the image's (the affines' directions differ)"
+        )
+    shift = float(np.linalg.norm(label_affine[:3, 3] - image_affine[:3, 3]))
+    if shift > ORIGIN_TOLERANCE * voxel.min():
+        raise DatasetError(
+            label_path,
+            f"label origin {_fmt(label_affine[:3, 3])} mm is {shift:.3g} mm from the image's "
+            f"{_fmt(image_affine[:3, 3])} (tolerance {ORIGIN_TOLERANCE * voxel.min():.3g} mm)",
+        )
 
 
 def _load_nifti(path: Path):
@@ -112,14 +162,31 @@ class MsdDataset:
             raise DatasetError(path, f"channel {index} requested, but the image has {n_channels} channels")
         return index
 
+    def _entry_path(self, json_path: Path, number: int, entry: dict, key: str) -> Path:
+        """A dataset.json path, which must stay inside the task folder: one that leaves it
+        would read another task's (or any) file as this case, and breaks when the folder moves."""
+        value = entry[key]
+        if not isinstance(value, str) or not value:
+            raise DatasetError(json_path, f"training entry {number}: '{key}' must be a path, got {value!r}")
+        path = Path(os.path.normpath(self.root / value))
+        # Lexically (abspath, not resolve): a task folder made of symlinks is fine.
+        inside = Path(os.path.abspath(path)).is_relative_to(os.path.abspath(self.root))
+        if Path(value).is_absolute() or not inside:
+            raise DatasetError(
+                json_path,
+                f"training entry {number}: {key} '{value}' points outside the dataset folder "
+                "(expected a relative path such as './imagesTr/x.nii.gz')",
+            )
+        return path
+
     def cases(self) -> list[CaseRef]:
         json_path = self.root / "dataset.json"
         refs = []
         for number, entry in enumerate(self.meta["training"]):
             if not isinstance(entry, dict) or not {"image", "label"} <= entry.keys():
                 raise DatasetError(json_path, f"training entry {number} must have 'image' and 'label'")
-            image_path = Path(os.path.normpath(self.root / entry["image"]))
-            label_path = Path(os.path.normpath(self.root / entry["label"]))
+            image_path = self._entry_path(json_path, number, entry, "image")
+            label_path = self._entry_path(json_path, number, entry, "label")
             if not image_path.is_file():
                 raise DatasetError(image_path, f"image listed in {json_path.name} not found")
             if not label_path.is_file():
@@ -151,15 +218,15 @@ class MsdDataset:
                 )
             index = self._channel_index(data.shape[3], image_path)
             image3d = nib.Nifti1Image(data[..., index], image.affine)
+        check_finite(image_path, np.asarray(image3d.dataobj), "voxels")
         label, label_data = _load_nifti(label_path)
         if label_data.ndim != 3:
             raise DatasetError(label_path, f"{label_data.ndim}D label where 3D is expected (shape {label_data.shape})")
         check_same_shape(label_path, label_data.shape, image3d.shape, "label")
         check_label_values(label_path, label_data, self.raw_labels)
+        check_same_grid(label_path, label.affine, image.affine)
         image3d = nib.as_closest_canonical(image3d)
         label3d = nib.as_closest_canonical(nib.Nifti1Image(label_data.astype(np.int16), label.affine))
-        if nib.aff2axcodes(image3d.affine) != nib.aff2axcodes(label3d.affine):
-            raise DatasetError(label_path, "label orientation differs from the image's")
         mask = apply_label_merge(np.asarray(label3d.dataobj).astype(np.int64), self.label_merge)
         zooms = image3d.header.get_zooms()[:3]
         return SegmentationCase(

@@ -17,6 +17,7 @@ import numpy as np
 from medaug.datasets.base import (
     CaseRef,
     apply_label_merge,
+    check_finite,
     check_label_values,
     check_same_shape,
     check_unique_ids,
@@ -43,6 +44,55 @@ NUCLEI_FORMATS = {
         "labels": {0: "background", 1: "other", 2: "epithelial", 3: "lymphocyte"},
     },
 }
+
+
+# How far (px) a centroid may lie outside its instance's bounding box, on top of half the
+# box's size: MATLAB's 1-based centroids and nuclei partly overdrawn by a neighbour move it
+# a little, a transposed inst_map or (y, x) centroids by the nucleus' distance from the diagonal.
+CENTROID_MARGIN = 2.0
+
+
+def check_centroids(path: Path, inst_map: np.ndarray, centroid: np.ndarray) -> None:
+    """Each ``inst_centroid`` (x, y) must lie at its instance's pixels in ``inst_map``."""
+    from scipy import ndimage
+
+    for inst_id, box in enumerate(ndimage.find_objects(inst_map), start=1):
+        if box is None:
+            continue  # an id without pixels has nothing to compare with
+        rows, cols = box
+        x, y = centroid[inst_id - 1]
+        slack_x = CENTROID_MARGIN + (cols.stop - cols.start) / 2
+        slack_y = CENTROID_MARGIN + (rows.stop - rows.start) / 2
+        if not (
+            cols.start - slack_x <= x <= cols.stop - 1 + slack_x
+            and rows.start - slack_y <= y <= rows.stop - 1 + slack_y
+        ):
+            raise DatasetError(
+                path,
+                f"instance {inst_id}: inst_centroid (x={x:.1f}, y={y:.1f}) lies away from its inst_map pixels "
+                f"(rows {rows.start}-{rows.stop - 1}, cols {cols.start}-{cols.stop - 1}); "
+                "inst_map transposed, or centroids stored as (y, x)?",
+            )
+
+
+def check_types_agree(path: Path, inst_map: np.ndarray, type_map: np.ndarray, inst_type: np.ndarray) -> None:
+    """``type_map`` must give each instance's pixels its ``inst_type`` (by majority: a
+    nucleus partly overdrawn by a neighbour keeps a few pixels of the other type)."""
+    n_inst = inst_type.size
+    if n_inst and not type_map.any():
+        raise DatasetError(path, f"type_map is all zero although inst_type gives types to {n_inst} instances")
+    n_types = int(max(type_map.max(initial=0), inst_type.max(initial=0))) + 1
+    counts = np.bincount((inst_map * n_types + type_map).ravel(), minlength=(n_inst + 1) * n_types)
+    counts = counts.reshape(n_inst + 1, n_types)[1:]
+    own = counts[np.arange(n_inst), inst_type]
+    wrong = np.flatnonzero((counts.sum(axis=1) > 0) & (own < counts.max(axis=1)))
+    if wrong.size:
+        index = int(wrong[0])
+        raise DatasetError(
+            path,
+            f"instance {index + 1}: inst_type is {inst_type[index]} but most of its pixels in type_map are "
+            f"{int(counts[index].argmax())} ({wrong.size} instance(s) disagree)",
+        )
 
 
 @dataclass
@@ -92,13 +142,26 @@ class NucleiDataset:
         return refs
 
     def load(self, ref: CaseRef) -> NucleiTile:
-        import scipy.io
-
         image_path, label_path = ref.files["image"], ref.files["label"]
         image = read_image(image_path)
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise DatasetError(image_path, f"expected an RGB(A) tile, got array shape {image.shape}")
         image = np.ascontiguousarray(image[..., :3])
+        check_finite(image_path, image, "pixel values")
+        inst_map, type_map, inst_type, centroid = self._read_labels(label_path, image.shape[:2])
+        return NucleiTile(
+            ref,
+            image,
+            inst_map.astype(np.int32),
+            apply_label_merge(type_map, self.merge).astype(np.uint8),
+            apply_label_merge(inst_type, self.merge).astype(np.uint8),
+            centroid,
+        )
+
+    def _read_labels(self, label_path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        """inst_map, raw type_map, raw inst_type and inst_centroid, checked against each other."""
+        import scipy.io
+
         try:
             mat = scipy.io.loadmat(label_path)
         except (OSError, ValueError, TypeError, NotImplementedError, zlib.error) as exc:
@@ -109,8 +172,8 @@ class NucleiDataset:
                     label_path, f"missing key '{key}' (has {sorted(k for k in mat if not k.startswith('__'))})"
                 )
         inst_map, type_map = mat["inst_map"], mat["type_map"]
-        check_same_shape(label_path, inst_map.shape, image.shape[:2], "inst_map")
-        check_same_shape(label_path, type_map.shape, image.shape[:2], "type_map")
+        check_same_shape(label_path, inst_map.shape, shape, "inst_map")
+        check_same_shape(label_path, type_map.shape, shape, "type_map")
         check_label_values(label_path, inst_map, range(0, int(inst_map.max(initial=0)) + 1), what="inst_map ids")
         inst_type = np.asarray(mat["inst_type"]).reshape(-1)
         n_inst = int(inst_map.max(initial=0))
@@ -124,11 +187,9 @@ class NucleiDataset:
         centroid = np.asarray(mat["inst_centroid"], dtype=np.float64)
         if n_inst and centroid.shape != (n_inst, 2):
             raise DatasetError(label_path, f"inst_centroid has shape {centroid.shape}, expected ({n_inst}, 2)")
-        return NucleiTile(
-            ref,
-            image,
-            inst_map.astype(np.int32),
-            apply_label_merge(type_map.astype(np.int64), self.merge).astype(np.uint8),
-            apply_label_merge(inst_type.astype(np.int64), self.merge).astype(np.uint8),
-            centroid.reshape(-1, 2),
-        )
+        check_finite(label_path, centroid, "inst_centroid values")
+        inst_map, type_map, inst_type = inst_map.astype(np.int64), type_map.astype(np.int64), inst_type.astype(np.int64)
+        centroid = centroid.reshape(-1, 2)
+        check_centroids(label_path, inst_map, centroid)
+        check_types_agree(label_path, inst_map, type_map, inst_type)
+        return inst_map, type_map, inst_type, centroid

@@ -10,6 +10,7 @@ training loop (:mod:`medaug.diffusion.training`) and DDIM sampler
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -123,6 +124,28 @@ def _texts_for_vocabulary(prompts: dict[str, str], sampling: dict) -> list[str]:
     ]
 
 
+# Keys that only say how long to train or how to checkpoint, not what is trained.
+_STEP_KEYS = ("max_steps", "checkpointing_steps", "checkpoints_total_limit")
+
+
+def _run_identity(settings, sampling, prompt, prompts, image_size, seed, rows, images, conditions) -> dict:
+    """Every model setting and a digest of the training data (slice ids and pixels): a
+    checkpoint resumes only the run these describe (:func:`medaug.diffusion.training.train`)."""
+    data = hashlib.sha256()
+    data.update(json.dumps([f"{r.case_id}:{r.slice_index}" for r in rows.itertuples()]).encode())
+    for array in (images, conditions):
+        data.update(np.ascontiguousarray(array).tobytes())
+    return {
+        "model": {key: value for key, value in settings.items() if key not in _STEP_KEYS},
+        "sampling": sampling,
+        "prompt": prompt,
+        "prompts": prompts,
+        "image_size": image_size,
+        "seed": seed,
+        "data": data.hexdigest()[:16],
+    }
+
+
 def finetune_controlnet(
     prepared_dir: str | Path,
     conditions_dir: str | Path,
@@ -227,6 +250,7 @@ def finetune_controlnet(
         state_dir,
         device,
         f"controlnet fold {fold}",
+        identity=_run_identity(settings, sampling, prompt, prompts, image_size, seed, rows, images, conditions),
     )
     tiny = not settings["pretrained_model"]
     saved = ["controlnet"] + (["unet"] if settings["train_unet"] or tiny else [])

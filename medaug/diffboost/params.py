@@ -7,7 +7,10 @@ not rerun the job (Snakemake's params trigger). Used by the rules (through
 
 from __future__ import annotations
 
-from medaug.config import dataset_problems
+import math
+from pathlib import Path
+
+from medaug.config import dataset_problems, duplicate_problems, path_problem
 from medaug.diffboost import paths
 from medaug.paths import fill
 from medaug.report.captions import data_sources
@@ -24,6 +27,30 @@ PROTOCOLS = ("official", "clean")
 MONAI_ARM, NNUNET_ARM = "monai", "nnunet"
 # Unit of HD95 and ASSD per dataset format: BUSI's PNGs carry no physical spacing.
 DISTANCE_UNITS = {"busi": "px", "msd": "mm"}
+# Segmenters built from segmentation.channels / strides (segmenter.build_network).
+STRIDED_ARCHITECTURES = ("AttentionUnet", "UNet", "ResUNet")
+# Sub-folders that medaug.diffusion.models.load_pretrained_components reads.
+SD_SUBFOLDERS = ("unet/", "vae/", "text_encoder/", "tokenizer/", "scheduler/")
+# Lists that mean sets: each entry names its own jobs and report rows.
+SET_KEYS = tuple(
+    f"diffboost.{key}"
+    for key in (
+        "datasets",
+        "run_folds",
+        "sampling.ratios",
+        "segmentation.seeds",
+        "segmentation.protocols",
+        "segmentation.ablation_datasets",
+        "segmentation.ablation_patch_sizes",
+        "segmentation.ablation_alphas",
+        "segmentation.ablation_architectures",
+        "segmentation.ablation_augmentations",
+        "nnunet.datasets",
+        "nnunet.folds",
+        "nnunet.ratios",
+        "nnunet.protocols",
+    )
+)
 
 
 def config_problems(config: dict) -> list[str]:
@@ -56,7 +83,90 @@ def config_problems(config: dict) -> list[str]:
                     f"config: diffboost.controlnet.epochs: no entry for dataset '{name}' "
                     "(give its epochs, or set diffboost.controlnet.max_steps)"
                 )
+    return problems + duplicate_problems(config, SET_KEYS) + _segmenter_problems(section) + _model_problems(section)
+
+
+def _segmenter_problems(section: dict) -> list[str]:
+    """The channels/strides pair and the slice side that each MONAI network to be built
+    accepts; otherwise the segmenter jobs fail on a tensor shape mismatch."""
+    seg, size = section["segmentation"], section["image_size"]
+    ablations = seg["ablation_architectures"] if seg["ablation_datasets"] else []
+    built = list(dict.fromkeys([seg["architecture"], *ablations]))
+    strided = [name for name in built if name in STRIDED_ARCHITECTURES]
+    channels, strides = seg["channels"], seg["strides"]
+    pair_ok = len(channels) >= 2 and len(strides) == len(channels) - 1
+    problems = []
+    if strided and not pair_ok:
+        problems.append(
+            f"config: diffboost.segmentation.strides: {len(strides)} strides for {len(channels)} channels; "
+            f"{', '.join(strided)} need one stride between two levels (len(channels) - 1, at least 1)"
+        )
+    for name in built:
+        if name in strided:
+            if not pair_ok:
+                continue
+            multiple = math.prod(strides)
+            # UNet's instance norm cannot train on a 1-pixel bottleneck; AttentionUnet's batch norm can.
+            smallest = multiple * (1 if name == "AttentionUnet" else 2)
+            rule = f"a multiple of the total stride {multiple} of segmentation.strides {strides}"
+        else:  # UNETR cuts 16 px patches; SwinUNETR downsamples 32x and norms its 1/32 map
+            multiple, smallest = (16, 16) if name == "UNETR" else (32, 64)
+            rule = f"a multiple of {multiple}"
+        if size % multiple or size < smallest:
+            problems.append(
+                f"config: diffboost.image_size: {size} does not fit segmentation architecture {name}: "
+                f"it must be {rule}" + (f", at least {smallest}" if smallest > multiple else "")
+            )
     return problems
+
+
+def _model_problems(section: dict) -> list[str]:
+    """Pretrained files and the phrases file exist in the form their loader reads; the
+    small random model's widths fit its norms. Checked here, not hours into a job."""
+    controlnet, conditions, sampling = section["controlnet"], section["conditions"], section["sampling"]
+    model = controlnet["pretrained_model"]
+    problems = []
+    if model:
+        expected = "a Stable Diffusion 1.5 folder in diffusers layout"
+        problems.append(path_problem("diffboost.controlnet.pretrained_model", model, expected, True, SD_SUBFOLDERS))
+    if controlnet["pretrained_controlnet"]:
+        problems.append(
+            path_problem(
+                "diffboost.controlnet.pretrained_controlnet",
+                controlnet["pretrained_controlnet"],
+                "a ControlNet folder in diffusers layout",
+                True,
+                ("config.json",),
+            )
+            if model  # the small random model starts its ControlNet from its own UNet
+            else "config: diffboost.controlnet.pretrained_controlnet: set, but only used with pretrained_model (null)"
+        )
+    if conditions["hed_weights"]:
+        expected = "the HED checkpoint network-bsds500.pth"
+        problems.append(path_problem("diffboost.conditions.hed_weights", conditions["hed_weights"], expected, False))
+    phrases = sampling["augmentation_phrases_file"]
+    if phrases:
+        key, expected = "diffboost.sampling.augmentation_phrases_file", "a text file, one augmentation phrase a line"
+        problem = path_problem(key, phrases, expected, False)
+        if not problem and not Path(phrases).read_text(errors="replace").strip():
+            problem = f"config: {key}: '{phrases}' is empty; expected {expected}"
+        problems.append(problem)
+    if not model:
+        tiny = controlnet["tiny_model"]
+        groups, width = tiny["norm_num_groups"], tiny["text_hidden_size"]
+        uneven = [c for c in tiny["block_out_channels"] if c % groups]
+        if uneven:
+            problems.append(
+                f"config: diffboost.controlnet.tiny_model.norm_num_groups: {groups} does not divide "
+                f"block_out_channels {uneven} (GroupNorm)"
+            )
+        heads = max(1, width // 8)  # as build_tiny_components gives the text encoder
+        if width % heads:
+            problems.append(
+                f"config: diffboost.controlnet.tiny_model.text_hidden_size: {width} is not divisible by "
+                f"its {heads} attention heads (width // 8)"
+            )
+    return [problem for problem in problems if problem]
 
 
 def targets(config: dict) -> list[str]:
@@ -71,6 +181,7 @@ def split_settings(config: dict, dataset: str) -> dict:
     return {
         "scheme": "kfold",
         "n_folds": section["folds"],
+        "folds_key": f"{PAPER}.folds",  # named in the error when a dataset has too few patients
         "shuffle": section["shuffle_folds"],
         "val_fraction": section["val_fraction"],
         "seed": config["seed"],
@@ -186,6 +297,7 @@ def nnunet_settings(config: dict) -> dict:
             "batch": nnunet["batch_size"],
             # The short trainer skips nnU-Net's own final validation: we score the test set.
             "skip_final_val": short or None,
+            "seed": config["seed"],
         },
     }
 

@@ -13,8 +13,13 @@ CUDA kernels are not bit-reproducible). Each checkpoint holds:
 - ``models/<name>/``: ``save_pretrained`` weights of every trainable model,
 - ``ema/<name>.safetensors``: the EMA weights, keyed by parameter name,
 - ``optimizer.pt``, ``scaler.pt``, ``rng.pt``: optimiser, grad-scaler and RNG states,
-- ``training_state.json``: step, loss, EMA counters and settings. Written last, so its
-  presence marks a complete checkpoint.
+- ``training_state.json``: step, loss, EMA counters, settings and the run's fingerprint.
+  Written last, so its presence marks a complete checkpoint.
+
+A checkpoint resumes only the run that wrote it: its fingerprint covers every training
+setting that shapes the weights (all of :class:`TrainingSettings` but the step count and
+the checkpoint bookkeeping) and the caller's ``identity`` (model settings, training data).
+A run whose fingerprint differs says which keys changed and starts afresh.
 
 The layout follows diffusers' ``examples/controlnet/train_controlnet.py``
 (``--checkpointing_steps``, ``--checkpoints_total_limit``, ``--resume_from_checkpoint
@@ -24,6 +29,7 @@ latest``) without needing ``accelerate launch``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -122,6 +128,56 @@ def _prune(state_dir: Path, limit: int | None) -> None:
     found = _checkpoints(state_dir)
     for _, path in found[: max(0, len(found) - limit)]:
         log.info("removing old checkpoint %s (checkpoints_total_limit=%d)", path.name, limit)
+        shutil.rmtree(path)
+
+
+# Settings that say how long to train or how to keep checkpoints, not what is trained: a
+# run that only raises max_steps continues the same trajectory.
+NOT_SHAPING = ("max_steps", "checkpointing_steps", "checkpoints_total_limit")
+
+
+def run_identity(settings: TrainingSettings, identity: Mapping | None) -> dict:
+    """What makes two runs the same run: the shaping training settings and ``identity``."""
+    training = {k: v for k, v in asdict(settings).items() if k not in NOT_SHAPING}
+    return json.loads(json.dumps({"training": training, **dict(identity or {})}, sort_keys=True, default=str))
+
+
+def fingerprint(identity: Mapping) -> str:
+    """A short content hash of a JSON-able identity."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def changed_keys(old: Mapping, new: Mapping) -> list[str]:
+    """The dotted keys whose values differ between two identities."""
+    old_flat, new_flat = _flat(dict(old)), _flat(dict(new))
+    absent = object()
+    return sorted(k for k in old_flat.keys() | new_flat.keys() if old_flat.get(k, absent) != new_flat.get(k, absent))
+
+
+def _discard_other_runs(state_dir: Path, identity: dict, max_steps: int) -> None:
+    """Remove checkpoints that another identity wrote, or that are past ``max_steps``, saying
+    why, so that no run ever resumes from, or exports, weights trained otherwise."""
+    found = _checkpoints(state_dir)
+    if not found:
+        return
+    newest_step, newest = found[-1]
+    old = json.loads((newest / STATE_FILE).read_text()).get("identity")
+    if old is None:
+        why = "it has no fingerprint"
+    elif fingerprint(old) != fingerprint(identity):
+        why = "changed: " + ", ".join(changed_keys(old, identity))
+    elif newest_step > max_steps:
+        why = f"it is past max_steps={max_steps}"
+    else:
+        return
+    log.warning("not resuming from %s (%s): starting afresh", newest.name, why)
+    for _, path in found:
         shutil.rmtree(path)
 
 
@@ -256,6 +312,7 @@ def _save_checkpoint(
     loss: float | None,
     settings: TrainingSettings,
     precision: str,
+    identity: dict,
 ) -> Path:
     from safetensors.torch import save_file
 
@@ -278,6 +335,8 @@ def _save_checkpoint(
             "mixed_precision": precision,
             "ema": {name: ema.state() for name, ema in emas.items()},
             "settings": asdict(settings),
+            "fingerprint": fingerprint(identity),
+            "identity": identity,
         }
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
     return target
@@ -296,13 +355,6 @@ def _load_checkpoint(
     from safetensors.torch import load_file
 
     state = json.loads((path / STATE_FILE).read_text())
-    changed = {
-        key: (old, getattr(settings, key))
-        for key, old in state.get("settings", {}).items()
-        if key != "max_steps" and hasattr(settings, key) and getattr(settings, key) != old
-    }
-    if changed:
-        log.warning("settings differ from those of %s (old, new): %s", path.name, changed)
     for name in trainable:
         _load_weights(models[name], path / "models" / name)
     for name, ema in emas.items():
@@ -358,6 +410,7 @@ def train(
     state_dir: str | Path,
     device: str | torch.device = "cpu",
     progress_desc: str = "train",
+    identity: Mapping | None = None,
 ) -> dict:
     """Train ``models[trainable]`` to ``settings.max_steps`` optimiser steps, resuming from
     the newest checkpoint in ``state_dir`` when there is one.
@@ -368,6 +421,10 @@ def train(
     frozen (eval mode, ``requires_grad`` off). All models are moved to ``device``. On return
     the trainable models hold the raw (non-EMA) final weights; use :func:`export_models` to
     save the EMA weights.
+
+    ``identity`` is what else makes this run this run (JSON-able): the model's settings and
+    a digest of the training data. Checkpoints of another identity are discarded, never
+    resumed.
 
     Returns a summary: steps, steps_run, resumed_from, final_loss, wall_s, steps_per_s,
     device, mixed_precision, peak_gpu_mem_mb (None off CUDA) and checkpoint (its path).
@@ -404,6 +461,8 @@ def train(
     if settings.ema_decay is not None:
         emas = {name: _Ema(models[name], settings.ema_decay) for name in trainable}
 
+    identity = run_identity(settings, identity)
+    _discard_other_runs(state_dir, identity, settings.max_steps)
     start_step, resumed_from, last_loss = 0, None, None
     checkpoint = latest_checkpoint(state_dir)
     if checkpoint is not None:
@@ -411,11 +470,6 @@ def train(
         state = _load_checkpoint(checkpoint, models, trainable, optimizer, scaler, emas, settings, device)
         start_step = resumed_from = state["step"]
         last_loss = state.get("loss")
-        if start_step > settings.max_steps:
-            raise MedaugError(
-                f"{checkpoint}: checkpoint is past max_steps={settings.max_steps}; "
-                "delete the state folder to train afresh with fewer steps"
-            )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log.info(
@@ -476,7 +530,17 @@ def train(
             progress.update(1)
             if step % settings.checkpointing_steps == 0 or step == settings.max_steps:
                 saved = _save_checkpoint(
-                    state_dir, step, models, trainable, optimizer, scaler, emas, last_loss, settings, precision
+                    state_dir,
+                    step,
+                    models,
+                    trainable,
+                    optimizer,
+                    scaler,
+                    emas,
+                    last_loss,
+                    settings,
+                    precision,
+                    identity,
                 )
                 _prune(state_dir, settings.checkpoints_total_limit)
                 log.info("step %d/%d loss %.4g: saved %s", step, settings.max_steps, last_loss, saved.name)
@@ -493,6 +557,7 @@ def train(
         "mixed_precision": precision,
         "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None,
         "checkpoint": str(latest_checkpoint(state_dir)),
+        "fingerprint": fingerprint(identity),
     }
     log.info("training done: %s", summary)
     return summary

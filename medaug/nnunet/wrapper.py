@@ -44,6 +44,7 @@ TRAINER_SETTINGS = {
     "val_iters": "MEDAUG_NNUNET_VAL_ITERS",
     "batch": "MEDAUG_NNUNET_BATCH",
     "skip_final_val": "MEDAUG_NNUNET_SKIP_FINAL_VAL",
+    "seed": "MEDAUG_NNUNET_SEED",
 }
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -58,8 +59,9 @@ def nnunet_env(
     the BLAS/OpenMP threads; ``nnUNet_extTrainer`` makes ``nnUNetTrainer_medaug`` findable.
     With ``training``, data augmentation runs in the training process
     (``nnUNet_n_proc_DA=0``: fastest on few cores, but it breaks planning, hence only
-    here), and ``trainer_settings`` (keys epochs, iters, val_iters, batch, skip_final_val;
-    None = nnU-Net's default) become ``MEDAUG_NNUNET_*`` variables; without ``training`` they
+    here), torch uses ``threads`` threads, and ``trainer_settings`` (keys epochs, iters,
+    val_iters, batch, skip_final_val, seed; None = nnU-Net's default) become
+    ``MEDAUG_NNUNET_*`` variables; without ``training`` they
     are ignored, and ``MEDAUG_NNUNET_*`` set in the caller's environment never pass through.
     """
     workdir = Path(workdir).resolve()
@@ -81,8 +83,10 @@ def nnunet_env(
     for name in TRAINER_SETTINGS.values():
         env.pop(name, None)
     env.pop("nnUNet_n_proc_DA", None)
+    env.pop("MEDAUG_NNUNET_THREADS", None)
     if training:
         env["nnUNet_n_proc_DA"] = "0"
+        env["MEDAUG_NNUNET_THREADS"] = str(threads)
         for key, value in (trainer_settings or {}).items():
             if value is None:
                 continue

@@ -12,19 +12,28 @@ Knobs (unset or empty = nnU-Net's stock behaviour):
 - ``MEDAUG_NNUNET_BATCH``       batch size (stock: the plans' batch size)
 - ``MEDAUG_NNUNET_SKIP_FINAL_VAL``  1/true/yes: skip the full-image validation of the
   validation cases after training (a ``--val`` run still validates)
+- ``MEDAUG_NNUNET_SEED``        seed of Python's, NumPy's and torch's global RNGs, which
+  nnU-Net's weight init, patch sampling and data augmentation draw from (stock: unseeded)
+- ``MEDAUG_NNUNET_THREADS``     torch threads on CPU (stock: every core of the machine,
+  whatever the scheduler allotted; a fixed count also fixes the float summation order)
+
+With a seed, ``nnUNet_n_proc_DA=0`` (augmentation in the training process, in a fixed
+order; the wrapper sets it) and a fixed thread count, a CPU run is bit-reproducible.
 """
 
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def _env_int(name: str, default: int | None) -> int | None:
+def _env_int(name: str, default: int | None, minimum: int = 1) -> int | None:
     value = os.environ.get(name, "").strip()
     if not value:
         return default
@@ -32,8 +41,8 @@ def _env_int(name: str, default: int | None) -> int | None:
         number = int(value)
     except ValueError:
         raise ValueError(f"{name}={value!r} is not an integer") from None
-    if number < 1:
-        raise ValueError(f"{name}={value!r} must be at least 1")
+    if number < minimum:
+        raise ValueError(f"{name}={value!r} must be at least {minimum}")
     return number
 
 
@@ -61,10 +70,20 @@ class nnUNetTrainer_medaug(nnUNetTrainer):
         self.medaug_batch_size = _env_int("MEDAUG_NNUNET_BATCH", None)
         self.medaug_skip_final_val = _env_flag("MEDAUG_NNUNET_SKIP_FINAL_VAL")
         self._medaug_trained_here = False
+        self.medaug_seed = _env_int("MEDAUG_NNUNET_SEED", None, minimum=0)
+        threads = _env_int("MEDAUG_NNUNET_THREADS", None)
+        if threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(threads)
+        if self.medaug_seed is not None:
+            # Before initialize() builds the network: its init draws from torch's RNG.
+            random.seed(self.medaug_seed)
+            np.random.seed(self.medaug_seed)
+            torch.manual_seed(self.medaug_seed)
         self.print_to_log_file(
             f"medaug trainer settings: epochs={self.num_epochs}, iterations/epoch={self.num_iterations_per_epoch}, "
             f"val iterations/epoch={self.num_val_iterations_per_epoch}, "
-            f"batch size={self.medaug_batch_size or 'from plans'}, skip final validation={self.medaug_skip_final_val}"
+            f"batch size={self.medaug_batch_size or 'from plans'}, skip final validation={self.medaug_skip_final_val}, "
+            f"seed={self.medaug_seed}, torch threads={torch.get_num_threads()}"
         )
 
     def _set_batch_size_and_oversample(self):

@@ -1,0 +1,62 @@
+"""A job's failure reaches its log: one line for a user error or a full disk, the
+traceback for a bug; caches stay out of the user's home."""
+
+import os
+
+import pytest
+
+from medaug.caches import CACHE_VARIABLES, redirect_caches
+from medaug.errors import DatasetError, OutputError
+from medaug.io import atomic_output
+from medaug.logs import run_job
+
+
+def run_failing(job, log):
+    with pytest.raises(SystemExit) as exit_info:
+        run_job(job, log)
+    assert exit_info.value.code == 1
+    return log.read_text()
+
+
+def test_a_user_error_is_one_line_in_the_log(tmp_path):
+    def job():
+        raise DatasetError(tmp_path / "case.nii.gz", "label orientation differs from the image's")
+
+    text = run_failing(job, tmp_path / "job.log")
+    assert "case.nii.gz: label orientation differs" in text and "Traceback" not in text
+
+
+def test_any_other_error_reaches_the_log_with_its_traceback(tmp_path):
+    def job():
+        return {}["missing"]
+
+    text = run_failing(job, tmp_path / "job.log")
+    assert "job failed" in text and "Traceback" in text and "KeyError: 'missing'" in text
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to fill a disk")
+def test_a_full_disk_names_the_output_and_leaves_nothing(tmp_path):
+    target = tmp_path / "results" / "arrays.npz"
+
+    def job():
+        with atomic_output(target) as tmp, open("/dev/full", "wb") as full:
+            tmp.write_bytes(b"partial")
+            full.write(b"x" * 65536)  # writing to /dev/full fails with ENOSPC
+            full.flush()
+
+    with pytest.raises(OutputError, match="arrays.npz: no space left on device"):
+        job()
+    text = run_failing(job, tmp_path / "job.log")
+    assert "arrays.npz: no space left on device" in text and "Traceback" not in text
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_caches_go_under_the_run_folder_unless_set(tmp_path, monkeypatch):
+    for variable in CACHE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mine"))
+    monkeypatch.chdir(tmp_path)
+    caches = redirect_caches()
+    assert caches["MPLCONFIGDIR"] == str(tmp_path / "mine")
+    for variable in set(CACHE_VARIABLES) - {"MPLCONFIGDIR"}:
+        assert caches[variable].startswith(str(tmp_path / ".cache")), variable
