@@ -38,6 +38,8 @@ rule list_dataset_files:
         manifest=paths.MANIFEST,
     log:
         "logs/list_dataset_files/{dataset}.log",
+    benchmark:
+        "benchmarks/list_dataset_files/{dataset}.tsv"
     conda:
         "../envs/data.yaml"
     resources:

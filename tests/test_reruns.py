@@ -172,7 +172,8 @@ def test_repairing_one_file_inside_a_dataset_reruns_exactly_that_dataset(demo_ro
         shutil.copytree(demo_root / folder, data / folder)
     roots = {"datasets": {"spleen": {"root": str(data / "Task09_Spleen")}}}
     roots["datasets"]["prostate"] = {"root": str(data / "Task05_Prostate")}
-    change = overlay(tmp_path, "roots", {**roots, "diffboost": {"datasets": ["spleen", "prostate"]}})
+    datasets = {"datasets": ["spleen", "prostate"], "nnunet": {"datasets": []}}
+    change = overlay(tmp_path, "roots", {**roots, "diffboost": datasets})
     workdir = tmp_path / "run"
     targets = [f"results/diffboost/{name}/splits.json" for name in ("spleen", "prostate")]
     # Targets before --configfile, which takes every argument after it.
