@@ -8,6 +8,7 @@ from medaug.diffboost.stages import (
     FINETUNE,
     NNUNET_PLAN,
     NNUNET_TRAIN,
+    QUALITY,
     REPORT,
     SAMPLE,
     SEGMENT,
@@ -84,6 +85,28 @@ rule sample_synthetic:
         settings=stage_settings(SAMPLE),
     script:
         "../scripts/sample_synthetic.py"
+
+
+rule generator_quality:
+    input:
+        unpack(stage_inputs(QUALITY)),
+    output:
+        quality=diffboost_paths.GENERATOR_QUALITY,
+    log:
+        "logs/generator_quality/{dataset}/fold{fold}.log",
+    benchmark:
+        "benchmarks/generator_quality/{dataset}/fold{fold}.tsv"
+    conda:
+        "../envs/diffusion.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=scaled_by_attempt(16000),
+        runtime=scaled_by_attempt(60),
+    params:
+        settings=stage_settings(QUALITY),
+    script:
+        "../scripts/generator_quality.py"
 
 
 rule train_segmenter:

@@ -122,6 +122,45 @@ def test_sampling_reuses_smaller_ratios_and_counts_exactly(demo_config, spleen, 
     assert test.isdisjoint(second.case_id)
 
 
+def test_inside_ring_contrast_and_correlation_by_hand():
+    from medaug.diffboost.quality import correlation, inside_ring_contrast
+
+    mask = np.zeros((9, 9), bool)
+    mask[3:6, 3:6] = True
+    image = np.where(mask, 0.5, -0.25)
+    image[0, 0] = 9.0  # outside the 1-pixel ring: ignored
+    assert inside_ring_contrast(image, mask, ring_px=1) == pytest.approx(0.75)
+    assert np.isnan(inside_ring_contrast(image, np.zeros_like(mask)))
+    assert correlation(image, 2 * image + 1) == pytest.approx(1.0)
+    assert correlation(image, -image) == pytest.approx(-1.0)
+
+
+def test_generator_quality_measures_real_fine_tuned_and_untrained(demo_config, spleen, model, tmp_path):
+    """The fine-tuned row is the pool's image 1 of each slice; the untrained row samples the
+    generator as fine-tuning starts it, with the same noise; real slices correlate with
+    themselves and the bright demo spleen has a positive contrast."""
+    from medaug.diffboost.params import controlnet_settings as finetune_settings
+    from medaug.diffboost.quality import QUALITY_SLICES, generator_quality
+
+    base, splits = spleen
+    folder, _ = model
+    sampling = sampling_settings(demo_config)
+    pool_dir = tmp_path / "ratio1"
+    sample_synthetic(folder, base / "prepared", base / "conditions", splits, 0, 1, None, sampling, pool_dir)
+    finetune = finetune_settings(demo_config, "spleen")
+    args = (base / "prepared", base / "conditions", splits, 0, pool_dir, finetune, sampling)
+    result = generator_quality(*args, tmp_path / "quality.json")
+    sources = development_slices(base / "prepared", splits, 0)
+    assert result["slices"] == min(QUALITY_SLICES, len(sources))
+    assert result["real"]["correlation"] == pytest.approx(1.0) and result["real"]["contrast"] > 0.1
+    assert result["real"]["contrast_of_real"] == pytest.approx(1.0)
+    for source in ("fine-tuned", "untrained"):
+        assert np.isfinite(result[source]["contrast"]) and -1 <= result[source]["correlation"] <= 1
+    assert result["fine-tuned"] != result["untrained"]
+    assert json.loads((tmp_path / "quality.json").read_text()) == result
+    assert generator_quality(*args, tmp_path / "again.json") == result  # same noise, same numbers
+
+
 def test_killed_finetuning_resumes_from_its_checkpoint(demo_config, spleen, tmp_path):
     base, _ = spleen
     config = yaml.safe_load((REPO / "config.yaml").read_text())

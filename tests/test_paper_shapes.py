@@ -129,16 +129,28 @@ def synthetic(paper, busi, tmp_path_factory):
     manifest = sample_synthetic(
         work / "model", base / "prepared", base / "conditions", splits, 0, 1, None, sampling, work / "ratio1"
     )
-    return work / "ratio1", manifest
+    return work / "ratio1", manifest, settings, sampling
 
 
 def test_sampling_at_384_px_decodes_48_px_latents_whatever_the_unets_sample_size(synthetic):
-    folder, manifest = synthetic
+    folder, manifest, *_ = synthetic
     pool = load_synthetic_pool(folder, 1)
     images = np.stack(list(pool.values()))
     assert len(pool) == len(manifest) > 0
     assert images.shape[1:] == (1, SIZE, SIZE) and np.isfinite(images).all() and np.abs(images).max() <= 1
     assert json.loads((folder / "counts.json").read_text())["condition_method"] == "canny"
+
+
+def test_generator_quality_samples_the_pretrained_base_at_384_px(busi, synthetic, tmp_path):
+    from medaug.diffboost.quality import generator_quality
+
+    base, splits = busi
+    folder, _, settings, sampling = synthetic
+    result = generator_quality(
+        base / "prepared", base / "conditions", splits, 0, folder, settings, sampling, tmp_path / "quality.json"
+    )
+    assert result["slices"] > 0
+    assert all(np.isfinite(result[source]["correlation"]) for source in ("real", "fine-tuned", "untrained"))
 
 
 @pytest.mark.parametrize("architecture", ["AttentionUnet", "UNet", "ResUNet", "UNETR", "SwinUNETR"])
@@ -167,7 +179,7 @@ def test_every_augmentation_arm_keeps_paper_shapes(paper):
 
 def test_monai_arm_with_synthetic_pairs_runs_both_protocols_at_384_px(paper, busi, synthetic):
     base, splits = busi
-    folder, _ = synthetic
+    folder, *_ = synthetic
     settings = {**paper["diffboost"]["segmentation"], "epochs": 1}
     assert settings["protocols"] == ["official", "clean"]
     fields = {k: v for k, v in variants(paper, "busi")["diffboost_r50"].items() if k != "tables"}
@@ -180,7 +192,7 @@ def test_monai_arm_with_synthetic_pairs_runs_both_protocols_at_384_px(paper, bus
 
 def test_nnunet_arm_plans_trains_and_predicts_at_384_px(paper, busi, synthetic, tmp_path):
     base, splits = busi
-    folder, _ = synthetic
+    folder, *_ = synthetic
     settings = nnunet_settings(paper)
     # nnU-Net's stock trainer runs 1000 epochs; the short trainer runs the same code for one.
     short = {**settings["trainer_settings"], "epochs": 1, "iters": 1, "val_iters": 1, "skip_final_val": True}

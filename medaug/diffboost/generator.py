@@ -114,7 +114,7 @@ def write_conditions(
 # --- fine-tuning ------------------------------------------------------------------------------
 
 
-def _texts_for_vocabulary(prompts: dict[str, str], sampling: dict) -> list[str]:
+def vocabulary_texts(prompts: dict[str, str], sampling: dict) -> list[str]:
     return [
         *prompts.values(),
         sampling["prompt_suffix"],
@@ -174,7 +174,7 @@ def finetune_controlnet(
         )
     else:
         components = build_tiny_components(
-            settings["tiny_model"], image_size, _texts_for_vocabulary(prompts, sampling), seed
+            settings["tiny_model"], image_size, vocabulary_texts(prompts, sampling), seed
         )
     unet, controlnet, vae = components["unet"], components["controlnet"], components["vae"]
     text_encoder, scheduler = components["text_encoder"].to(device), components["scheduler"]
@@ -276,6 +276,78 @@ def finetune_controlnet(
 # --- sampling -------------------------------------------------------------------------------
 
 
+class Sampler:
+    """The official sampler of one model: DDIM with classifier-free guidance, the prompt
+    mixed with an augmentation phrase and a style prompt, the slice's condition map in
+    both guidance branches. ``info`` needs ``prompt`` and ``image_size``."""
+
+    def __init__(self, components: dict, info: dict, sampling: dict, device: str):
+        from diffusers import DDIMScheduler
+
+        self.unet, self.controlnet, self.vae = (components[n] for n in ("unet", "controlnet", "vae"))
+        for module in (self.unet, self.controlnet, self.vae, components["text_encoder"]):
+            if module is not None:
+                module.to(device).eval()
+        self.scheduler = DDIMScheduler.from_config(components["scheduler"].config)
+        self.sampling, self.device = sampling, device
+        tokenizer, text_encoder = components["tokenizer"], components["text_encoder"]
+        phrases = augmentation_phrases(sampling["augmentation_phrases_file"])
+        self.phrase_count = len(phrases)
+        self.main = encode_text(tokenizer, text_encoder, [f"{info['prompt']},{sampling['prompt_suffix']}"], device)
+        self.style = encode_text(tokenizer, text_encoder, [sampling["style_prompt"]], device)
+        self.phrases = encode_text(tokenizer, text_encoder, phrases, device)
+        self.negative = encode_text(tokenizer, text_encoder, [sampling["negative_prompt"]], device)
+        side = model_space_size(info["image_size"], self.vae)
+        self.latent_shape = (self.unet.config.in_channels, side, side)
+
+    def sample(self, conditions: np.ndarray, seeds: list[int], ks: list[int]) -> np.ndarray:
+        """Images (N, H, W) for condition maps (N, H, W): image ``k`` of a slice uses phrase
+        ``k - 1`` (cycled) and its noise comes from its seed."""
+        from medaug.diffusion.sampling import ddim_sample
+
+        weights = self.sampling["prompt_weights"]
+        noise = torch.stack([torch.randn(self.latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        cond_text = (
+            weights[0] * self.main
+            + weights[1] * self.phrases[[(k - 1) % self.phrase_count for k in ks]]
+            + weights[2] * self.style
+        )
+        text = torch.cat([self.negative.expand(len(seeds), -1, -1), cond_text])
+        control = _control(torch.from_numpy(conditions[:, None]).to(self.device), self.controlnet)
+        control = torch.cat([control, control])  # the official sampler keeps the control in both branches
+        unet, controlnet = self.unet, self.controlnet
+
+        def eps_fn(x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            down, mid = controlnet(x_in, t, encoder_hidden_states=text, controlnet_cond=control, return_dict=False)
+            return unet(
+                x_in,
+                t,
+                encoder_hidden_states=text,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            ).sample
+
+        with torch.inference_mode():
+            x0 = ddim_sample(
+                eps_fn,
+                tuple(noise.shape),
+                self.scheduler,
+                self.sampling["ddim_steps"],
+                self.sampling["guidance_scale"],
+                device=self.device,
+                init=noise.to(self.device),
+            )
+            decoded = from_model_space(x0, self.vae)[:, 0].float().cpu()
+        if decoded.shape[1:] != conditions.shape[1:]:
+            decoded = F.interpolate(decoded[:, None], size=conditions.shape[1:], mode="bilinear")[:, 0]
+        return decoded.numpy()
+
+
+def sample_seed(sampling: dict, slice_id: str, k: int) -> int:
+    """The noise seed of synthetic image ``k`` of a slice."""
+    return keyed_seed(sampling["seed"], slice_id, k)
+
+
 def sample_synthetic(
     model_dir: str | Path,
     prepared_dir: str | Path,
@@ -291,9 +363,7 @@ def sample_synthetic(
     """Add images ``previous ratio + 1 .. ratio`` for every development slice of the fold
     (each conditioned on that slice's own condition map and inheriting its mask), and
     write every image up to ``ratio`` (the previous ratio's too) with its manifest."""
-    from diffusers import DDIMScheduler
-
-    from medaug.diffusion.sampling import batched, ddim_sample
+    from medaug.diffusion.sampling import batched
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = Path(out_dir)
@@ -305,63 +375,16 @@ def sample_synthetic(
     if start >= ratio:
         raise ValueError(f"previous ratio {start} is not below {ratio}")
     components, info = load_model_folder(model_dir)
-    unet, controlnet, vae = (components[n] for n in ("unet", "controlnet", "vae"))
-    for module in (unet, controlnet, vae, components["text_encoder"]):
-        if module is not None:
-            module.to(device).eval()
-    scheduler = DDIMScheduler.from_config(components["scheduler"].config)
-    phrases = augmentation_phrases(sampling["augmentation_phrases_file"])
-    weights = sampling["prompt_weights"]
-    tokenizer, text_encoder = components["tokenizer"], components["text_encoder"]
-    main = encode_text(tokenizer, text_encoder, [f"{info['prompt']},{sampling['prompt_suffix']}"], device)
-    style = encode_text(tokenizer, text_encoder, [sampling["style_prompt"]], device)
-    phrase_embeddings = encode_text(tokenizer, text_encoder, phrases, device)
-    negative = encode_text(tokenizer, text_encoder, [sampling["negative_prompt"]], device)
+    sampler = Sampler(components, info, sampling, device)
     jobs = [(i, k) for k in range(start + 1, ratio + 1) for i in range(len(rows))]
-    side = model_space_size(info["image_size"], vae)
-    latent_shape = (unet.config.in_channels, side, side)
     new_images = np.zeros((len(jobs), *images.shape[1:]), dtype=np.float16)
     records = []
     for chunk in tqdm(
         batched(len(jobs), sampling["batch_size"]), desc=f"sample fold {fold} ratio {ratio}", unit="batch"
     ):
         batch = [jobs[j] for j in chunk]
-        seeds = [keyed_seed(sampling["seed"], rows.slice_id[i], k) for i, k in batch]
-        noise = torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        cond_text = (
-            weights[0] * main
-            + weights[1] * phrase_embeddings[[(k - 1) % len(phrases) for _, k in batch]]
-            + weights[2] * style
-        )
-        text = torch.cat([negative.expand(len(batch), -1, -1), cond_text])
-        control = _control(torch.from_numpy(conditions[[i for i, _ in batch], None]).to(device), controlnet)
-        control = torch.cat([control, control])  # the official sampler keeps the control in both branches
-
-        def eps_fn(x_in: torch.Tensor, t: torch.Tensor, text=text, control=control) -> torch.Tensor:
-            down, mid = controlnet(x_in, t, encoder_hidden_states=text, controlnet_cond=control, return_dict=False)
-            return unet(
-                x_in,
-                t,
-                encoder_hidden_states=text,
-                down_block_additional_residuals=down,
-                mid_block_additional_residual=mid,
-            ).sample
-
-        with torch.inference_mode():
-            x0 = ddim_sample(
-                eps_fn,
-                tuple(noise.shape),
-                scheduler,
-                sampling["ddim_steps"],
-                sampling["guidance_scale"],
-                device=device,
-                init=noise.to(device),
-            )
-            decoded = from_model_space(x0, vae)[:, 0].float().cpu().numpy()
-        if decoded.shape[1:] != images.shape[1:]:
-            decoded = F.interpolate(torch.from_numpy(decoded[:, None]), size=images.shape[1:], mode="bilinear").numpy()[
-                :, 0
-            ]
+        seeds = [sample_seed(sampling, rows.slice_id[i], k) for i, k in batch]
+        decoded = sampler.sample(conditions[[i for i, _ in batch]], seeds, [k for _, k in batch])
         for position, (j, (i, k), s) in enumerate(zip(chunk, batch, seeds, strict=True)):
             new_images[j] = decoded[position]
             row = rows.iloc[i]

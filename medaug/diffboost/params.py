@@ -25,6 +25,8 @@ PREPARE_KEYS = ("image_size", "clip_percentiles", "ct_intensity_floor", "positiv
 PROTOCOLS = ("official", "clean")
 # Downstream arms: the MONAI segmenters of the paper, and nnU-Net (beyond the paper).
 MONAI_ARM, NNUNET_ARM = "monai", "nnunet"
+# Rows of the generator_quality table (medaug.diffboost.quality).
+QUALITY_SOURCES = ("real", "fine-tuned", "untrained")
 # Unit of HD95 and ASSD per dataset format: BUSI's PNGs carry no physical spacing.
 DISTANCE_UNITS = {"busi": "px", "msd": "mm"}
 # Segmenters built from segmentation.channels / strides (segmenter.build_network).
@@ -367,6 +369,8 @@ def report_settings(config: dict) -> dict:
     return {
         "labels": [labels for _, labels in runs(config)],
         "sample_datasets": section["datasets"],
+        # The dataset of each generator-quality file, in the report's input order.
+        "quality_datasets": [dataset for dataset in section["datasets"] for _ in folds(config)],
         "sample_fold": sample_figure_fold(config),
         "sample_ratio": sample_figure_ratio(config),
         "scale": scale,

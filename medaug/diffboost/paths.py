@@ -15,6 +15,7 @@ CONTROLNET = FOLD + "/controlnet"
 # Snakemake's clean-up of a failed job cannot delete them.
 CONTROLNET_STATE = FOLD + "/controlnet_state"
 SYNTHETIC = FOLD + "/synthetic/ratio{ratio}"
+GENERATOR_QUALITY = FOLD + "/generator_quality.json"
 SEGMENTER = FOLD + "/segmentation/{variant}/seed{seed}"
 SEGMENTER_METRICS = SEGMENTER + "/metrics.tsv"
 SEGMENTER_RECORD = SEGMENTER + "/training.json"

@@ -10,6 +10,7 @@ physical spacing (BUSI): the ``distance_unit`` column says which.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from medaug.diffboost import stages
-from medaug.diffboost.params import NNUNET_ARM
+from medaug.diffboost.params import NNUNET_ARM, QUALITY_SOURCES
 from medaug.diffboost.slices import load_slices, load_synthetic_pool, read_slice_table
 from medaug.report import tables
 from medaug.report.figures import pyplot, save
@@ -74,16 +75,55 @@ def write_report(
     samples_png: str | Path,
     samples: list[tuple[str, str, str, str]],
     sample_ratio: int,
+    quality_files: list[str] = (),
+    quality_datasets: list[str] = (),
 ) -> None:
     """Every table and figure. ``samples``: (dataset, prepared, conditions, synthetic
-    folder) of each dataset shown in the samples figure."""
+    folder) of each dataset shown in the samples figure; ``quality_files``: the
+    generator-quality records of ``quality_datasets``."""
     metrics = tables.collect(metric_files, labels)
     metrics.to_csv(metrics_tsv, sep="\t", index=False, float_format="%.6g")
     rows = tables.write_tables(metrics, tables_dir, LAYOUT)
+    if quality_files:
+        quality = quality_table(list(quality_files), list(quality_datasets))
+        write_quality_table(quality, tables_dir)
+        rows["generator_quality"] = len(quality)
     log.info("tables written: %s", rows)
     dice_vs_ratio_figure(metrics, ratio_png, ratio_svg)
     panels = [panel for sample in samples for panel in sample_panels(*sample, sample_ratio)]
     samples_figure(panels, samples_png, columns=2 + sample_ratio)
+
+
+QUALITY_TITLE = "Generator quality: does the generator follow its condition? (not in the paper)"
+
+
+QUALITY_COLUMNS = {
+    "contrast": "contrast (in - ring)",
+    "contrast_of_real": "contrast / real",
+    "correlation": "corr. with source",
+}
+
+
+def quality_table(files: list[str], datasets: list[str]) -> pd.DataFrame:
+    """One row per dataset, fold and source (real, fine-tuned, untrained)."""
+    rows = []
+    for path, dataset in zip(files, datasets, strict=True):
+        record = json.loads(Path(path).read_text())
+        for source in QUALITY_SOURCES:
+            rows.append({"dataset": dataset, "fold": record["fold"], "source": source, **record[source]})
+    return pd.DataFrame(rows)
+
+
+def write_quality_table(quality: pd.DataFrame, tables_dir: str | Path) -> None:
+    """``generator_quality`` as CSV (numbers), Markdown and HTML (rounded)."""
+    tables_dir = Path(tables_dir)
+    quality.to_csv(tables_dir / "generator_quality.csv", index=False, float_format="%.6g")
+    shown = quality.rename(columns=QUALITY_COLUMNS).round(3).astype(str)
+    lines = [f"### {QUALITY_TITLE}", "", "| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
+    (tables_dir / "generator_quality.md").write_text("\n".join(lines) + "\n")
+    html = tables.html_page(QUALITY_TITLE, shown.to_html(index=False, border=0))
+    (tables_dir / "generator_quality.html").write_text(html)
 
 
 def dice_vs_ratio_figure(metrics: pd.DataFrame, png: str | Path, svg: str | Path) -> None:
@@ -175,6 +215,8 @@ def _report(job: Job) -> None:
         outputs["samples"],
         samples,
         settings["sample_ratio"],
+        list(inputs["quality"]),
+        settings["quality_datasets"],
     )
 
 

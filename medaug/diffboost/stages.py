@@ -80,6 +80,35 @@ SAMPLE = Spec(
 )
 
 
+# --- generator quality ----------------------------------------------------------------------------
+
+
+def quality_inputs(config: dict, w: dict) -> dict:
+    # Image 1 of each slice is in every ratio's folder: read the smallest one.
+    ratio = min(config[params.PAPER]["sampling"]["ratios"])
+    return {
+        "prepared": fill(paths.PREPARED, **w),
+        "conditions": fill(paths.CONDITIONS, **w),
+        "splits": fill(paths.SPLITS, **w),
+        "synthetic": fill(paths.SYNTHETIC, **w, ratio=ratio),
+    }
+
+
+QUALITY = Spec(
+    name="generator_quality",
+    description="Measure whether the fine-tuned generator follows its condition: inside-vs-ring contrast and "
+    "correlation with the source slice, beside real slices and the generator before fine-tuning.",
+    wildcards=("dataset", "fold"),
+    inputs=quality_inputs,
+    outputs=lambda config, w: {"quality": fill(paths.GENERATOR_QUALITY, **w)},
+    settings=lambda config, w: {
+        "finetune": params.controlnet_settings(config, w["dataset"]),
+        "sampling": params.sampling_settings(config),
+    },
+    checks=CHECKS,
+)
+
+
 # --- the MONAI segmenter arm ----------------------------------------------------------------------
 
 
@@ -151,6 +180,7 @@ def report_inputs(config: dict, w: dict) -> dict:
         "prepared": [fill(paths.PREPARED, dataset=d) for d in datasets],
         "conditions": [fill(paths.CONDITIONS, dataset=d) for d in datasets],
         "synthetic": [fill(paths.SYNTHETIC, dataset=d, fold=fold, ratio=ratio) for d in datasets],
+        "quality": [fill(paths.GENERATOR_QUALITY, dataset=d, fold=f) for d in datasets for f in params.folds(config)],
     }
 
 

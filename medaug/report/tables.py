@@ -155,9 +155,8 @@ def to_markdown(summary: pd.DataFrame, title: str, layout: Layout) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_html(summary: pd.DataFrame, title: str, layout: Layout) -> str:
-    """A standalone HTML page of the table, for the Snakemake report."""
-    body = "<p>(no runs)</p>" if summary.empty else formatted(summary, layout).to_html(index=False, border=0)
+def html_page(title: str, body: str) -> str:
+    """A standalone HTML page around a table's HTML, for the Snakemake report."""
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{escape(title)}</title>"
@@ -165,6 +164,12 @@ def to_html(summary: pd.DataFrame, title: str, layout: Layout) -> str:
         "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}</style>"
         f"</head><body><h3>{escape(title)}</h3>\n{body}\n</body></html>\n"
     )
+
+
+def to_html(summary: pd.DataFrame, title: str, layout: Layout) -> str:
+    """A standalone HTML page of the table, for the Snakemake report."""
+    body = "<p>(no runs)</p>" if summary.empty else formatted(summary, layout).to_html(index=False, border=0)
+    return html_page(title, body)
 
 
 def write_tables(metrics: pd.DataFrame, out_dir: str | Path, layout: Layout) -> dict[str, int]:
