@@ -74,3 +74,65 @@ def test_a_failing_generator_leaves_no_folder(tmp_path, config):
     with pytest.raises(ValueError):
         write_demo_dataset(tmp_path / "Task09_Spleen", 0, broken)
     assert list(tmp_path.iterdir()) == []
+
+
+def _mean_mask_dice(prepared, splits, fold) -> float:
+    """Dice on the test slices of the best fixed mask: the training masks' per-pixel mean,
+    thresholded where it scores best on the training slices themselves."""
+    import pandas as pd
+
+    from medaug.splits import role_cases
+
+    slices = pd.read_csv(prepared / "slices.tsv", sep="\t")
+
+    def masks(role):
+        chosen = []
+        for case in sorted(role_cases(splits, fold, role)):
+            rows = slices[(slices.case_id == case) & slices.positive]
+            chosen.append(np.load(prepared / "arrays" / f"{case}.npz")["mask"][rows.slice_index.to_numpy()] > 0)
+        return np.concatenate(chosen)
+
+    def dice(fixed, stack):
+        return float(np.mean([2 * (fixed & m).sum() / (fixed.sum() + m.sum()) for m in stack]))
+
+    train, test = masks("development"), masks("test")
+    mean = train.mean(axis=0)
+    best = max(np.linspace(0.05, 0.95, 19), key=lambda threshold: dice(mean >= threshold, train))
+    return dice(mean >= best, test)
+
+
+@pytest.mark.parametrize("dataset", ["busi", "spleen", "prostate"])
+def test_demo_segmentation_data_tests_learning(dataset, tmp_path):
+    """Where the organ or lesion usually is predicts little on the demo data (so a Dice
+    above that shows learning), and with the demo's split settings every BUSI fold tests
+    every lesion class."""
+    import yaml
+
+    from medaug.diffboost.params import split_settings
+    from medaug.papers import validate_config
+    from medaug.preparation import prepare_segmentation
+    from medaug.splits import make_splits
+
+    from .conftest import REPO
+
+    config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    entry = config["datasets"][dataset]
+    folder = entry["root"].rsplit("/", 1)[-1]
+    write_demo_dataset(tmp_path / folder, config["seed"], config["demo"][DEMO_DATASETS[folder][0]])
+    section = config["diffboost"]
+    prepared = tmp_path / "prepared"
+    prepare_segmentation(
+        dataset,
+        {**entry, "root": str(tmp_path / folder)},
+        prepared,
+        section["image_size"],
+        tuple(section["clip_percentiles"]),
+        section["ct_intensity_floor"],
+        section["positive_slice_min_pixels"],
+    )
+    splits = make_splits(dataset, prepared, "segmentation", split_settings(config, dataset))
+    for fold in range(section["folds"]):
+        assert _mean_mask_dice(prepared, splits, fold) < 0.3, fold
+        if dataset == "busi":
+            classes = {case.split("_")[0] for case in splits["folds"][fold]["test"]}
+            assert classes == {"benign", "malignant", "normal"}, fold

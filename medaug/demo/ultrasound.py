@@ -34,8 +34,8 @@ def _speckle(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
 
 
 def _lesion(rng: np.random.Generator, shape: tuple[int, int], malignant: bool) -> np.ndarray:
-    center = (rng.uniform(0.35, 0.65) * shape[0], rng.uniform(0.25, 0.75) * shape[1])
-    radius = rng.uniform(0.09, 0.16) * min(shape)
+    center = (rng.uniform(0.25, 0.7) * shape[0], rng.uniform(0.2, 0.8) * shape[1])
+    radius = rng.uniform(0.12, 0.2) * min(shape)
     if malignant:
         return irregular_blob(rng, shape, center, radius, roughness=rng.uniform(0.2, 0.35))
     radii = (radius * rng.uniform(0.6, 0.9), radius * rng.uniform(1.0, 1.4))

@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medaug.demo.shapes import ellipse, smooth_noise
+from medaug.demo.shapes import ellipse, irregular_blob, smooth_noise
 
 SPLEEN_SPACING = (3.0, 3.0, 5.0)
 PROSTATE_SPACING = (2.0, 2.0, 3.6)
@@ -50,6 +50,23 @@ def _organ_scale(z: int, center: float, half: float) -> float:
     return float(np.sqrt(max(1.0 - t * t, 0.0)))
 
 
+def _outline(rng: np.random.Generator, plane: tuple[int, int], radius: float, aspect: float, angle: float):
+    """A lobulated organ outline of one patient, drawn at any centre and in-slab scale."""
+    base = irregular_blob(rng, (129, 129), (64.0, 64.0), 48.0, roughness=rng.uniform(0.05, 0.2))
+
+    def draw(center: tuple[float, float], scale: float) -> np.ndarray:
+        rows, cols = np.mgrid[: plane[0], : plane[1]].astype(np.float32)
+        dy, dx = rows - center[0], cols - center[1]
+        cos, sin = np.cos(angle), np.sin(angle)
+        u = (dx * cos + dy * sin) / (radius * scale)
+        v = (-dx * sin + dy * cos) / (radius * scale * aspect)
+        iu, iv = np.round(64 + 48 * u).astype(int), np.round(64 + 48 * v).astype(int)
+        inside = (iu >= 0) & (iu < 129) & (iv >= 0) & (iv < 129)
+        return inside & base[np.clip(iv, 0, 128), np.clip(iu, 0, 128)]
+
+    return draw
+
+
 def spleen_volume(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """CT in HU (int16) and spleen label (uint8), RAS voxel order."""
     nx, ny, nz = shape
@@ -59,8 +76,11 @@ def spleen_volume(rng: np.random.Generator, shape: tuple[int, int, int]) -> tupl
     body_r = (nx * rng.uniform(0.40, 0.46), ny * rng.uniform(0.30, 0.36))
     spleen_c, spleen_h = _slab(nz, rng, (0.45, 0.7))
     liver_c, liver_h = _slab(nz, rng, (0.6, 0.9))
-    spleen_xy = (nx * rng.uniform(0.22, 0.3), ny * rng.uniform(0.38, 0.48))
-    spleen_r = (nx * rng.uniform(0.08, 0.11), ny * rng.uniform(0.1, 0.14))
+    # Position, size, elongation and outline vary per patient, so that where the organ
+    # usually is predicts little: a mean-mask predictor scores Dice < 0.3 (tests/test_demo.py).
+    spleen_xy = (nx * rng.uniform(0.25, 0.75), ny * rng.uniform(0.3, 0.7))
+    spleen_r = nx * rng.uniform(0.07, 0.13)
+    spleen_shape = _outline(rng, plane, spleen_r, rng.uniform(0.5, 1.0), rng.uniform(0, np.pi))
     for z in range(nz):
         body = ellipse(plane, (nx / 2, ny / 2), body_r)
         inner = ellipse(plane, (nx / 2, ny / 2), (body_r[0] - 3, body_r[1] - 3))
@@ -75,8 +95,8 @@ def spleen_volume(rng: np.random.Generator, shape: tuple[int, int, int]) -> tupl
         hu[..., z][spine & ~canal] = 650.0
         s = _organ_scale(z, spleen_c, spleen_h)
         if s > 0.15:
-            spleen = ellipse(plane, spleen_xy, (spleen_r[0] * s, spleen_r[1] * s), angle=0.4) & inner
-            hu[..., z][spleen] = 112.0
+            spleen = spleen_shape(spleen_xy, s) & inner
+            hu[..., z][spleen] = 130.0  # enhanced (portal venous phase)
             label[..., z][spleen] = 1
     hu += 10.0 * smooth_noise(rng, shape, 1.5) + 12.0 * rng.standard_normal(shape).astype(np.float32)
     return np.clip(hu, -1024, 3071).round().astype(np.int16), label
@@ -90,8 +110,8 @@ def prostate_volume(rng: np.random.Generator, shape: tuple[int, int, int]) -> tu
     adc = np.zeros(shape, dtype=np.float32)
     label = np.zeros(shape, dtype=np.uint8)
     gland_c, gland_h = _slab(nz, rng, (0.5, 0.75))
-    gland_xy = (nx * rng.uniform(0.46, 0.54), ny * rng.uniform(0.5, 0.56))
-    gland_r = nx * rng.uniform(0.11, 0.14)
+    gland_xy = (nx * rng.uniform(0.3, 0.7), ny * rng.uniform(0.32, 0.68))  # varied: see spleen_volume
+    gland_r = nx * rng.uniform(0.08, 0.15)
     tissue = {  # name: (T2, ADC)
         "fat": (420.0, 300.0),
         "muscle": (140.0, 1300.0),
