@@ -135,6 +135,18 @@ def test_inside_ring_contrast_and_correlation_by_hand():
     assert correlation(image, -image) == pytest.approx(-1.0)
 
 
+def test_nearest_real_distance_spots_a_copy_and_skips_an_image_itself():
+    from medaug.diffboost.quality import nearest_distance
+
+    real = np.stack([np.full((8, 8), v, np.float32) for v in (-0.5, 0.0, 0.75)])
+    copies_and_new = np.stack([real[2], np.full((8, 8), 0.1, np.float32)])
+    assert nearest_distance(copies_and_new, real) == pytest.approx([0.0, 0.1])
+    assert nearest_distance(real, real, exclude_same=True) == pytest.approx([0.5, 0.5, 0.75])
+    large = np.zeros((2, 256, 256), np.float32)  # shrunk before comparing, same distances
+    large[1] += 0.5
+    assert nearest_distance(large, large, exclude_same=True) == pytest.approx([0.5, 0.5])
+
+
 def test_generator_quality_measures_real_fine_tuned_and_untrained(demo_config, spleen, model, tmp_path):
     """The fine-tuned row is the pool's image 1 of each slice; the untrained row samples the
     generator as fine-tuning starts it, with the same noise; real slices correlate with
@@ -156,6 +168,7 @@ def test_generator_quality_measures_real_fine_tuned_and_untrained(demo_config, s
     assert result["real"]["contrast_of_real"] == pytest.approx(1.0)
     for source in ("fine-tuned", "untrained"):
         assert np.isfinite(result[source]["contrast"]) and -1 <= result[source]["correlation"] <= 1
+    assert all(result[source]["nearest_real"] > 0 for source in ("real", "fine-tuned", "untrained"))
     assert result["fine-tuned"] != result["untrained"]
     assert json.loads((tmp_path / "quality.json").read_text()) == result
     assert generator_quality(*args, tmp_path / "again.json") == result  # same noise, same numbers

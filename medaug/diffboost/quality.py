@@ -11,6 +11,10 @@ condition maps and noise:
   noise has none. Reported also as a fraction of the real contrast.
 - **correlation**: Pearson correlation of each sample with the real slice it was
   conditioned on (1 for the real slices themselves).
+- **nearest real**: the root-mean-square distance from each image to its nearest real
+  development slice (for a real slice: the nearest *other* one), at most
+  ``DISTANCE_SIDE`` px a side. A generator that memorises its training slices puts its
+  samples much closer to them than real slices are to each other.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ RING_PX = 3
 # Slices measured per fold (evenly spread over the development slices): enough for a
 # stable mean, few enough that sampling the untrained generator stays cheap.
 QUALITY_SLICES = 64
+# Side to which images shrink for the nearest-neighbour distance (memory at paper scale).
+DISTANCE_SIDE = 64
 
 
 def inside_ring_contrast(image: np.ndarray, mask: np.ndarray, ring_px: int = RING_PX) -> float:
@@ -50,16 +56,41 @@ def inside_ring_contrast(image: np.ndarray, mask: np.ndarray, ring_px: int = RIN
     return float(image[inside].mean() - image[ring].mean())
 
 
+def nearest_distance(queries: np.ndarray, references: np.ndarray, exclude_same: bool = False) -> np.ndarray:
+    """RMS distance of each query image to its nearest reference image (images shrunk to
+    at most ``DISTANCE_SIDE`` px a side); ``exclude_same``: queries are the references,
+    and an image is not its own neighbour."""
+
+    def flat(images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+        if x.shape[-1] > DISTANCE_SIDE:
+            x = torch.nn.functional.interpolate(x, size=(DISTANCE_SIDE, DISTANCE_SIDE), mode="area")
+        return x.flatten(1)
+
+    q, r = flat(queries), flat(references)
+    distances = torch.cdist(q, r) / np.sqrt(q.shape[1])
+    if exclude_same:
+        distances.fill_diagonal_(float("inf"))
+    return distances.min(dim=1).values.numpy()
+
+
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
     denominator = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
 
 
-def summarize(images: np.ndarray, masks: np.ndarray, sources: np.ndarray) -> dict:
+def summarize(images: np.ndarray, masks: np.ndarray, sources: np.ndarray, real: np.ndarray) -> dict:
+    """Mean contrast and correlation, and the median distance to the nearest of ``real``
+    (the real development slices; ``images`` may be those very slices)."""
     contrast = [inside_ring_contrast(i, m) for i, m in zip(images, masks, strict=True)]
     corr = [correlation(i, s) for i, s in zip(images, sources, strict=True)]
-    return {"contrast": float(np.nanmean(contrast)), "correlation": float(np.nanmean(corr))}
+    nearest = nearest_distance(images, real, exclude_same=images is real)
+    return {
+        "contrast": float(np.nanmean(contrast)),
+        "correlation": float(np.nanmean(corr)),
+        "nearest_real": float(np.median(nearest)),
+    }
 
 
 def _masks(prepared_dir: str | Path, rows: pd.DataFrame) -> np.ndarray:
@@ -110,7 +141,7 @@ def generator_quality(
     untrained = np.concatenate([sampler.sample(conditions[c], seeds[c].tolist(), [1] * len(c)) for c in chunks])
     result = {"fold": fold, "slices": len(rows), "ring_px": RING_PX}
     for source, sample in zip(QUALITY_SOURCES, (images, fine_tuned, untrained), strict=True):
-        result[source] = summarize(sample, masks, images)
+        result[source] = summarize(sample, masks, images, images)
     real = result["real"]["contrast"]
     for source in QUALITY_SOURCES:
         result[source]["contrast_of_real"] = result[source]["contrast"] / real if real else float("nan")

@@ -101,6 +101,7 @@ QUALITY_COLUMNS = {
     "contrast": "contrast (in - ring)",
     "contrast_of_real": "contrast / real",
     "correlation": "corr. with source",
+    "nearest_real": "nearest real (RMS)",
 }
 
 
