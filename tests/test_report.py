@@ -135,7 +135,8 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
 
     assert "DiffBoost" in page["categories"]
     shown = {Path(result["path"]).name: result for result in page["results"]}
-    tables = {f"{name}.html" for name in ("main", "ratio", "patch", "alpha", "architecture", "augmentation")}
+    paper_tables = ("main", "ratio", "patch", "alpha", "architecture", "augmentation")
+    tables = {f"{name}.html" for name in (*paper_tables, "generator_quality")}
     assert shown.keys() == tables | {"dice_vs_ratio.png", "samples.png"}
     for name, result in shown.items():
         caption = " ".join(result["caption"].split())
@@ -143,6 +144,9 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
         if name.endswith(".png"):
             assert result["width"] > 100 and result["height"] > 100, result
             assert "Protocol" in caption or "fold 0" in caption, name
+        elif name == "generator_quality.html":
+            assert result["framed"] and result["table"], name
+            assert "follow its condition" in caption and "Not in the paper" in caption, name
         else:
             assert result["framed"] and result["table"], name
             assert "Reproduces the paper" in caption and "Protocols:" in caption, name
