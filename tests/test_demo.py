@@ -93,7 +93,8 @@ def _mean_mask_dice(prepared, splits, fold) -> float:
         return np.concatenate(chosen)
 
     def dice(fixed, stack):
-        return float(np.mean([2 * (fixed & m).sum() / (fixed.sum() + m.sum()) for m in stack]))
+        # 0 rather than NaN when both masks are empty.
+        return float(np.mean([2 * (fixed & m).sum() / max(fixed.sum() + m.sum(), 1) for m in stack]))
 
     train, test = masks("development"), masks("test")
     mean = train.mean(axis=0)
