@@ -203,3 +203,19 @@ def test_condition_maps_reuses_the_hed_network_until_the_file_changes(tmp_path):
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert not np.array_equal(condition_maps(images, masks, hed_weights=path)[0], first)
+
+
+def test_canny_thresholds_are_controlnets_and_skip_weak_texture():
+    """ControlNet's annotator thresholds (cv2.Canny 100/200 on 8-bit images) keep a strong
+    boundary and drop a texture a tenth of the range deep, which skimage's own defaults trace."""
+    from scipy import ndimage
+
+    assert pytest.approx((100 / 255, 200 / 255)) == conditions.CANNY_THRESHOLDS
+    mask = _square_mask() > 0
+    band = ndimage.binary_dilation(mask, iterations=2) & ~ndimage.binary_erosion(mask, iterations=2)
+    texture = 0.2 * np.sin(np.arange(32) * 0.7)[None, :] * np.ones((32, 1))
+    image = (np.where(mask, 0.8, -0.6) + texture).astype(np.float32)[None]
+    edges = canny_edges(image)[0] > 0
+    square = canny_edges(np.where(mask, 0.8, -0.6).astype(np.float32)[None])[0] > 0
+    assert (edges & band).sum() >= 0.8 * square.sum() > 0 and not (edges & ~band).any()
+    assert (canny_edges(image, thresholds=(0.1, 0.2))[0] > 0)[~band].sum() > 50

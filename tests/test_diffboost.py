@@ -1,6 +1,7 @@
 """DiffBoost's generator: no-leak inputs, fine-tuning (killed and resumed), per-ratio
 sampling with reuse and exact manifest counts."""
 
+import copy
 import json
 import os
 import shutil
@@ -17,8 +18,8 @@ import torch
 import yaml
 
 from medaug.diffboost.generator import finetune_controlnet, sample_synthetic, write_conditions
-from medaug.diffboost.params import controlnet_settings, sampling_settings
-from medaug.diffboost.slices import development_slices, load_synthetic_pool
+from medaug.diffboost.params import condition_settings, controlnet_settings, sampling_settings
+from medaug.diffboost.slices import development_slices, load_synthetic_pool, read_slice_table, role_slices
 from medaug.papers import validate_config
 from medaug.preparation import prepare_segmentation
 from medaug.splits import LeakageError, make_splits, role_cases
@@ -42,7 +43,7 @@ def spleen(demo_config, demo_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("diffboost") / "spleen"
     entry = entry_for(demo_config, "spleen", demo_root / "Task09_Spleen")
     prepare_segmentation("spleen", entry, base / "prepared", 32, (0.5, 99.5), -256, 5)
-    write_conditions(base / "prepared", base / "conditions", None, 1.0)
+    write_conditions(base / "prepared", base / "conditions", condition_settings(demo_config))
     splits = make_splits("spleen", base / "prepared", "segmentation", SPLITS)
     (base / "splits.json").write_text(json.dumps(splits))
     return base, splits
@@ -150,25 +151,31 @@ def test_nearest_real_distance_spots_a_copy_and_skips_an_image_itself():
 def test_generator_quality_measures_real_fine_tuned_and_untrained(demo_config, spleen, model, tmp_path):
     """The fine-tuned row is the pool's image 1 of each slice; the untrained row samples the
     generator as fine-tuning starts it, with the same noise; real slices correlate with
-    themselves and the bright demo spleen has a positive contrast."""
-    from medaug.diffboost.params import controlnet_settings as finetune_settings
+    themselves and the bright demo spleen has a positive contrast; each source trains a
+    segmenter scored on the real test slices, and the segmenter trained on real slices
+    provides the FID features."""
+    from medaug.diffboost.params import quality_settings
     from medaug.diffboost.quality import QUALITY_SLICES, generator_quality
 
     base, splits = spleen
     folder, _ = model
-    sampling = sampling_settings(demo_config)
+    config = copy.deepcopy(demo_config)
+    config["diffboost"]["segmentation"]["epochs"] = 3
+    settings = quality_settings(config, "spleen")
     pool_dir = tmp_path / "ratio1"
-    sample_synthetic(folder, base / "prepared", base / "conditions", splits, 0, 1, None, sampling, pool_dir)
-    finetune = finetune_settings(demo_config, "spleen")
-    args = (base / "prepared", base / "conditions", splits, 0, pool_dir, finetune, sampling)
+    sample_synthetic(folder, base / "prepared", base / "conditions", splits, 0, 1, None, settings["sampling"], pool_dir)
+    args = (base / "prepared", base / "conditions", splits, 0, pool_dir, settings)
     result = generator_quality(*args, tmp_path / "quality.json")
-    sources = development_slices(base / "prepared", splits, 0)
-    assert result["slices"] == min(QUALITY_SLICES, len(sources))
+    train = role_slices(read_slice_table(base / "prepared"), splits, 0, "train")
+    assert result["slices"] == min(QUALITY_SLICES, len(train))
     assert result["real"]["correlation"] == pytest.approx(1.0) and result["real"]["contrast"] > 0.1
     assert result["real"]["contrast_of_real"] == pytest.approx(1.0)
-    for source in ("fine-tuned", "untrained"):
-        assert np.isfinite(result[source]["contrast"]) and -1 <= result[source]["correlation"] <= 1
-    assert all(result[source]["nearest_real"] > 0 for source in ("real", "fine-tuned", "untrained"))
+    assert "not comparable" in result["fid_features"]
+    for source in ("real", "fine-tuned", "untrained"):
+        row = result[source]
+        assert np.isfinite(row["contrast"]) and -1 <= row["correlation"] <= 1
+        assert row["nearest_real"] > 0 and 0 <= row["segmenter_dice"] <= 1
+        assert np.isfinite([row["fid"], row["kid"], row["kid_std"]]).all() and row["fid"] >= -1e-6
     assert result["fine-tuned"] != result["untrained"]
     assert json.loads((tmp_path / "quality.json").read_text()) == result
     assert generator_quality(*args, tmp_path / "again.json") == result  # same noise, same numbers

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from medaug.diffusion.training import (
     TrainingSettings,
     export_models,
     latest_checkpoint,
+    learning_rate_at,
     resolve_mixed_precision,
     train,
 )
@@ -322,6 +324,27 @@ def test_changed_settings_or_data_never_resume(tmp_path, caplog):
         assert f"not resuming from checkpoint-6 (changed: {key})" in caplog.text
         saved = json.loads((latest_checkpoint(state) / "training_state.json").read_text())
         assert saved["fingerprint"] == summary["fingerprint"]
+
+
+def test_cosine_schedule_decays_to_zero_and_resumes_on_it(tmp_path, caplog):
+    cosine = settings(lr_schedule="cosine", max_steps=4, learning_rate=1e-2)
+    assert [learning_rate_at(cosine, k) for k in range(4)] == pytest.approx(
+        [1e-2, 8.5355e-3, 5e-3, 1.4645e-3], rel=1e-4
+    )
+    assert learning_rate_at(settings(), 5) == 1e-3  # constant: the papers' training
+    # Resumed on the schedule (as after a kill: the last checkpoint lost) gives the weights of
+    # one uninterrupted run.
+    straight, loss, make_batch, _ = linear_setup(lr_schedule="cosine")
+    first = train(straight, ["net"], loss, make_batch, settings(lr_schedule="cosine"), tmp_path / "run")
+    shutil.rmtree(latest_checkpoint(tmp_path / "run"))
+    resumed, *_ = linear_setup()
+    summary = train(resumed, ["net"], loss, make_batch, settings(lr_schedule="cosine"), tmp_path / "run")
+    assert summary["resumed_from"] == 4 and summary["fingerprint"] == first["fingerprint"]
+    assert_same(params(resumed["net"]), params(straight["net"]))
+    # A cosine run's rates depend on max_steps: another max_steps is another run.
+    caplog.set_level("INFO", logger="medaug")
+    summary = train(resumed, ["net"], loss, make_batch, settings(lr_schedule="cosine", max_steps=8), tmp_path / "run")
+    assert summary["resumed_from"] is None and "changed: training.max_steps" in caplog.text
 
 
 def test_mixed_precision_choice():

@@ -17,7 +17,14 @@ import yaml
 from medaug.demo import write_demo_dataset
 from medaug.diffboost.generator import finetune_controlnet, sample_synthetic, write_conditions
 from medaug.diffboost.nnunet_arm import plan_real, train_ratio
-from medaug.diffboost.params import PREPARE_KEYS, controlnet_settings, nnunet_settings, sampling_settings, variants
+from medaug.diffboost.params import (
+    PREPARE_KEYS,
+    controlnet_settings,
+    nnunet_settings,
+    quality_settings,
+    sampling_settings,
+    variants,
+)
 from medaug.diffboost.segmenter import Variant, augment, build_network, train_and_evaluate
 from medaug.diffboost.slices import load_synthetic_pool
 from medaug.papers import validate_config
@@ -50,7 +57,7 @@ def busi(paper, tmp_path_factory):
     section = paper["diffboost"]
     entry = {**paper["datasets"]["busi"], "root": str(root)}
     prepare_segmentation("busi", entry, base / "prepared", **{k: section[k] for k in PREPARE_KEYS})
-    write_conditions(base / "prepared", base / "conditions", None, section["conditions"]["canny_sigma"])
+    write_conditions(base / "prepared", base / "conditions", section["conditions"])
     split = {"scheme": "kfold", "n_folds": 3, "shuffle": False, "val_fraction": 0.2, "seed": 0}
     splits = make_splits("busi", base / "prepared", "segmentation", split)
     return base, splits
@@ -141,16 +148,22 @@ def test_sampling_at_384_px_decodes_48_px_latents_whatever_the_unets_sample_size
     assert json.loads((folder / "counts.json").read_text())["condition_method"] == "canny"
 
 
-def test_generator_quality_samples_the_pretrained_base_at_384_px(busi, synthetic, tmp_path):
+def test_generator_quality_samples_the_pretrained_base_at_384_px(paper, busi, synthetic, tmp_path):
+    """The quality job at paper shapes: the pretrained base as the untrained generator, a
+    segmenter of the paper's architecture per image source (one epoch), and FID/KID on the
+    real-trained segmenter's bottleneck."""
     from medaug.diffboost.quality import generator_quality
 
     base, splits = busi
-    folder, _, settings, sampling = synthetic
-    result = generator_quality(
-        base / "prepared", base / "conditions", splits, 0, folder, settings, sampling, tmp_path / "quality.json"
-    )
+    folder, _, finetune, sampling = synthetic
+    settings = quality_settings(paper, "busi")
+    assert settings["segmenter"]["settings"]["channels"] == [16, 32, 64, 128, 128, 256]
+    settings["segmenter"]["settings"]["epochs"] = 1
+    settings.update(finetune=finetune, sampling=sampling)
+    result = generator_quality(base / "prepared", base / "conditions", splits, 0, folder, settings, tmp_path / "q.json")
     assert result["slices"] > 0
-    assert all(np.isfinite(result[source]["correlation"]) for source in ("real", "fine-tuned", "untrained"))
+    for source in ("real", "fine-tuned", "untrained"):
+        assert np.isfinite([result[source][k] for k in ("correlation", "fid", "kid", "segmenter_dice")]).all()
 
 
 @pytest.mark.parametrize("architecture", ["AttentionUnet", "UNet", "ResUNet", "UNETR", "SwinUNETR"])

@@ -180,11 +180,18 @@ def hed_edges(images: np.ndarray, model: HedNetwork, batch_size: int = 16) -> np
     return out
 
 
-def canny_edges(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+# Hysteresis thresholds of ControlNet's Canny annotator, cv2.Canny(image, 100, 200) on 8-bit
+# images, in the units of an image in [0, 1].
+CANNY_THRESHOLDS = (100 / 255, 200 / 255)
+
+
+def canny_edges(
+    images: np.ndarray, sigma: float = 1.0, thresholds: tuple[float, float] = CANNY_THRESHOLDS
+) -> np.ndarray:
     """Canny edges of slices in [-1, 1], as float32 (N, H, W) with values 0 or 1.
 
-    Slices are mapped to [0, 1] first so that skimage's default hysteresis thresholds (10% and 20%
-    of the dtype's maximum) refer to the full intensity range. skimage compensates the smoothing at
+    Slices are mapped to [0, 1] first so that the hysteresis ``thresholds`` (low, high; on the
+    gradient magnitude) refer to the full intensity range. skimage compensates the smoothing at
     the image border, so bright tissue touching it draws no frame.
     """
     from skimage.feature import canny
@@ -192,7 +199,9 @@ def canny_edges(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     images = _check_stack(images, "canny_edges")
     out = np.empty(images.shape, dtype=np.float32)
     for index, image in enumerate(images):
-        out[index] = canny((image.astype(np.float64) + 1) / 2, sigma=sigma)
+        out[index] = canny(
+            (image.astype(np.float64) + 1) / 2, sigma=sigma, low_threshold=thresholds[0], high_threshold=thresholds[1]
+        )
     return out
 
 
@@ -215,6 +224,7 @@ def condition_maps(
     hed_weights: str | Path | None = None,
     device: str = "cpu",
     canny_sigma: float = 1.0,
+    canny_thresholds: tuple[float, float] = CANNY_THRESHOLDS,
 ) -> tuple[np.ndarray, str]:
     """Condition maps ``clip(edges + mask_contour, 0, 1)`` of (N, H, W) slices in [-1, 1] and their label maps.
 
@@ -228,7 +238,7 @@ def condition_maps(
         raise ValueError(f"images {images.shape} and masks {masks.shape} must have the same shape")
     if hed_weights is None:
         _warn_canny_fallback(canny_sigma)
-        edges, method = canny_edges(images, sigma=canny_sigma), "canny"
+        edges, method = canny_edges(images, sigma=canny_sigma, thresholds=canny_thresholds), "canny"
     else:
         model = _cached_hed(hed_weights, device)
         log.info("Computing HED edges of %d slices on %s", images.shape[0], device)

@@ -86,23 +86,28 @@ def augment_pair(
     return moved, F.grid_sample(conditions, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def write_conditions(
-    prepared_dir: str | Path, out_dir: str | Path, hed_weights: str | None, canny_sigma: float
-) -> dict:
-    """Condition map of every slice: image edges (HED, or Canny without weights) plus the
-    ground-truth mask contour. Writes ``<case>.npz`` (``condition``, float16 in [0, 1])
-    and ``meta.json`` recording the edge method actually used."""
+def write_conditions(prepared_dir: str | Path, out_dir: str | Path, settings: dict) -> dict:
+    """Condition map of every slice: image edges (HED with ``settings['hed_weights']``, or
+    Canny with ``canny_sigma`` and ``canny_thresholds``) plus the ground-truth mask contour.
+    Writes ``<case>.npz`` (``condition``, float16 in [0, 1]) and ``meta.json`` recording the
+    edge method actually used."""
     from medaug.diffboost.conditions import condition_maps
 
     prepared_dir = Path(prepared_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    hed_weights = settings["hed_weights"]
     cases = pd.read_csv(prepared_dir / "cases.tsv", sep="\t", dtype={"case_id": str}).case_id
     methods = set()
     with atomic_output(out_dir, directory=True) as tmp:
         for case_id in tqdm(cases, desc="condition maps", unit="case"):
             arrays = np.load(prepared_dir / "arrays" / f"{case_id}.npz")
             maps, method = condition_maps(
-                arrays["image"], arrays["mask"], hed_weights=hed_weights, device=device, canny_sigma=canny_sigma
+                arrays["image"],
+                arrays["mask"],
+                hed_weights=hed_weights,
+                device=device,
+                canny_sigma=settings["canny_sigma"],
+                canny_thresholds=tuple(settings["canny_thresholds"]),
             )
             methods.add(method)
             np.savez_compressed(tmp / f"{case_id}.npz", condition=maps.astype(np.float16))
@@ -237,6 +242,7 @@ def finetune_controlnet(
         gradient_accumulation_steps=settings["gradient_accumulation_steps"],
         mixed_precision=settings["mixed_precision"],
         ema_decay=settings["ema_decay"],
+        lr_schedule=settings["lr_schedule"],
         checkpointing_steps=settings["checkpointing_steps"],
         checkpoints_total_limit=settings["checkpoints_total_limit"],
         seed=seed,
@@ -427,10 +433,7 @@ def sample_synthetic(
 
 
 def _conditions(job: Job) -> None:
-    settings = job.settings
-    write_conditions(
-        job.inputs["prepared"], job.outputs["conditions"], settings["hed_weights"], settings["canny_sigma"]
-    )
+    write_conditions(job.inputs["prepared"], job.outputs["conditions"], job.settings)
 
 
 def _finetune(job: Job) -> None:

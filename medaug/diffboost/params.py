@@ -146,6 +146,10 @@ def _model_problems(section: dict) -> list[str]:
     if conditions["hed_weights"]:
         expected = "the HED checkpoint network-bsds500.pth"
         problems.append(path_problem("diffboost.conditions.hed_weights", conditions["hed_weights"], expected, False))
+    extractor = section["quality"]["fid_extractor"]
+    if extractor:
+        expected = "the TorchScript Inception-v3 file inception-2015-12-05.pt"
+        problems.append(path_problem("diffboost.quality.fid_extractor", extractor, expected, False))
     phrases = sampling["augmentation_phrases_file"]
     if phrases:
         key, expected = "diffboost.sampling.augmentation_phrases_file", "a text file, one augmentation phrase a line"
@@ -285,6 +289,18 @@ def segmenter_settings(config: dict, dataset: str, variant: str) -> dict:
     keys = ("channels", "strides", "epochs", "batch_size", "learning_rate", "eval_every", "protocols")
     fields = {k: v for k, v in variants(config, dataset)[variant].items() if k != "tables"}
     return {"variant": fields, "settings": {k: seg[k] for k in keys}, "image_size": config[PAPER]["image_size"]}
+
+
+def quality_settings(config: dict, dataset: str) -> dict:
+    """The generator_quality job: the generator as fine-tuned and sampled, the baseline
+    segmenter's settings (for the segmenters trained on each image source) and the FID
+    feature extractor."""
+    return {
+        "finetune": controlnet_settings(config, dataset),
+        "sampling": sampling_settings(config),
+        "segmenter": segmenter_settings(config, dataset, "baseline"),
+        "fid_extractor": config[PAPER]["quality"]["fid_extractor"],
+    }
 
 
 def nnunet_settings(config: dict) -> dict:

@@ -1,4 +1,5 @@
-"""Does the generator follow its condition? Measured on the fold's development slices.
+"""Does the generator follow its condition? Measured on (up to ``QUALITY_SLICES``) training
+slices of the fold.
 
 For the real slices, the fine-tuned generator's samples (image 1 of each slice, from the
 main ratio's pool) and the samples of the same generator before fine-tuning (the random
@@ -15,6 +16,12 @@ condition maps and noise:
   development slice (for a real slice: the nearest *other* one), at most
   ``DISTANCE_SIDE`` px a side. A generator that memorises its training slices puts its
   samples much closer to them than real slices are to each other.
+- **FID / KID** of half of each source's images against the other half of the real slices
+  (so "real" gives the real-to-real floor), on the features of ``fid_extractor`` or, without
+  one, of the bottleneck of the segmenter trained on the real slices below.
+- **segmenter Dice**: the baseline segmenter trained on each source's images with the real
+  masks (synthetic only, for the generators), selected on the real validation slices, scored
+  by the mean Dice on the real positive test slices.
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ from scipy import ndimage
 from medaug.diffboost import stages
 from medaug.diffboost.generator import Sampler, sample_seed, vocabulary_texts
 from medaug.diffboost.params import QUALITY_SOURCES
-from medaug.diffboost.slices import development_slices, load_slices, load_synthetic_pool
+from medaug.diffboost.segmenter import Variant, fit, predict, quick_dice
+from medaug.diffboost.slices import SliceData, load_slices, load_synthetic_pool
 from medaug.diffusion.models import build_tiny_components, load_pretrained_components
 from medaug.diffusion.sampling import batched
 from medaug.io import read_json, write_json
+from medaug.metrics.image_quality import BottleneckExtractor, InceptionExtractor, frechet_distance, kernel_distance
 from medaug.stage import Job, Stage
 
 log = logging.getLogger(__name__)
@@ -109,20 +118,74 @@ def untrained_components(finetune: dict) -> dict:
     return build_tiny_components(settings["tiny_model"], finetune["image_size"], vocabulary, finetune["seed"])
 
 
+def _halves(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Alternate positions of the (evenly spread) picks: two halves that cover the same
+    range of slices."""
+    positions = np.arange(count)
+    return positions[0::2], positions[1::2]
+
+
+def image_distances(sources: dict[str, np.ndarray], extractor) -> dict[str, dict]:
+    """FID and KID of half A of each source's images against half B of the real images:
+    for "real" that is real-to-real, the floor a perfect generator would reach."""
+    half_a, half_b = _halves(len(sources["real"]))
+    reference = extractor(sources["real"][half_b])
+    out = {}
+    for source, images in sources.items():
+        features = extractor(images[half_a])
+        kid, kid_std = kernel_distance(features, reference)
+        out[source] = {"fid": frechet_distance(features, reference), "kid": kid, "kid_std": kid_std}
+    return out
+
+
+def segmenters_per_source(
+    sources: dict[str, np.ndarray],
+    masks: np.ndarray,
+    data: SliceData,
+    splits: dict,
+    fold: int,
+    segmenter: dict,
+    seed: int,
+) -> tuple[dict[str, float], dict[str, torch.nn.Module]]:
+    """One baseline segmenter per image source, trained on that source's images with the real
+    masks (the synthetic-only segmenter, for the generators), selected on the real
+    validation slices and scored by the mean Dice on the real positive test slices."""
+    variant = Variant(**{**segmenter["variant"], "augmentation": "none", "ratio": 0})
+    select = data.images(data.role_slices(splits, fold, "val"))
+    test_images, test_labels = data.images(data.role_slices(splits, fold, "test"))
+    dice, networks = {}, {}
+    for source, images in sources.items():
+        network, _ = fit(
+            (images, masks.astype(np.int64)),
+            select,
+            variant,
+            segmenter["settings"],
+            segmenter["image_size"],
+            seed,
+            "clean",
+        )
+        dice[source] = quick_dice(predict(network, test_images), test_labels)
+        networks[source] = network
+    return dice, networks
+
+
 def generator_quality(
     prepared_dir: str | Path,
     conditions_dir: str | Path,
     splits: dict,
     fold: int,
     synthetic_dir: str | Path,
-    finetune: dict,
-    sampling: dict,
+    settings: dict,
     out_json: str | Path,
     device: str | None = None,
 ) -> dict:
-    """Contrast and correlation of real slices, fine-tuned samples and untrained samples."""
+    """Real slices, fine-tuned samples and untrained samples of the fold's training slices:
+    contrast, correlation, nearest real slice, FID/KID and synthetic-only segmenter Dice."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    rows = development_slices(prepared_dir, splits, fold).reset_index(drop=True)
+    finetune, sampling = settings["finetune"], settings["sampling"]
+    data = SliceData(prepared_dir)
+    # Training slices only: the validation slices select the segmenters, the test slices score them.
+    rows = data.role_slices(splits, fold, "train")
     picks = np.unique(np.linspace(0, len(rows) - 1, min(QUALITY_SLICES, len(rows))).round().astype(int))
     rows = rows.iloc[picks].reset_index(drop=True)
     images, conditions = load_slices(prepared_dir, conditions_dir, rows)
@@ -139,20 +202,37 @@ def generator_quality(
     # Image 1 of each slice, as in the pool: same condition, phrase and noise.
     chunks = batched(len(rows), sampling["batch_size"])
     untrained = np.concatenate([sampler.sample(conditions[c], seeds[c].tolist(), [1] * len(c)) for c in chunks])
+    sources = dict(zip(QUALITY_SOURCES, (images, fine_tuned, untrained), strict=True))
+
     result = {"fold": fold, "slices": len(rows), "ring_px": RING_PX}
-    for source, sample in zip(QUALITY_SOURCES, (images, fine_tuned, untrained), strict=True):
+    for source, sample in sources.items():
         result[source] = summarize(sample, masks, images, images)
     real = result["real"]["contrast"]
     for source in QUALITY_SOURCES:
         result[source]["contrast_of_real"] = result[source]["contrast"] / real if real else float("nan")
+
+    dice, networks = segmenters_per_source(sources, masks, data, splits, fold, settings["segmenter"], finetune["seed"])
+    if settings["fid_extractor"]:
+        extractor = InceptionExtractor(settings["fid_extractor"], device)
+    else:
+        extractor = BottleneckExtractor(networks["real"], settings["segmenter"]["image_size"])
+    result["fid_features"] = extractor.label
+    for source, distances in image_distances(sources, extractor).items():
+        result[source].update(distances, segmenter_dice=dice[source])
     write_json(out_json, result)
     log.info(
-        "contrast real %.3f, fine-tuned %.3f (%.0f%% of real), untrained %.3f; correlation fine-tuned %.2f",
+        "contrast real %.3f, fine-tuned %.3f (%.0f%% of real), untrained %.3f; correlation fine-tuned %.2f; "
+        "segmenter Dice real %.3f, fine-tuned %.3f, untrained %.3f; FID fine-tuned %.3g (real-to-real %.3g)",
         real,
         result["fine-tuned"]["contrast"],
         100 * result["fine-tuned"]["contrast_of_real"],
         result["untrained"]["contrast"],
         result["fine-tuned"]["correlation"],
+        dice["real"],
+        dice["fine-tuned"],
+        dice["untrained"],
+        result["fine-tuned"]["fid"],
+        result["real"]["fid"],
     )
     return result
 
@@ -165,8 +245,7 @@ def _quality(job: Job) -> None:
         read_json(inputs["splits"]),
         job.number("fold"),
         inputs["synthetic"],
-        job.settings["finetune"],
-        job.settings["sampling"],
+        job.settings,
         job.outputs["quality"],
     )
 

@@ -94,7 +94,7 @@ def write_report(
     samples_figure(panels, samples_png, columns=2 + sample_ratio)
 
 
-QUALITY_TITLE = "Generator quality: does the generator follow its condition? (not in the paper)"
+QUALITY_TITLE = "Generator quality: does it follow its condition, and do its images teach? (not in the paper)"
 
 
 QUALITY_COLUMNS = {
@@ -102,6 +102,11 @@ QUALITY_COLUMNS = {
     "contrast_of_real": "contrast / real",
     "correlation": "corr. with source",
     "nearest_real": "nearest real (RMS)",
+    "fid": "FID",
+    "kid": "KID",
+    "kid_std": "KID std",
+    "segmenter_dice": "Dice, segmenter trained on source",
+    "fid_features": "FID/KID features",
 }
 
 
@@ -111,7 +116,8 @@ def quality_table(files: list[str], datasets: list[str]) -> pd.DataFrame:
     for path, dataset in zip(files, datasets, strict=True):
         record = json.loads(Path(path).read_text())
         for source in QUALITY_SOURCES:
-            rows.append({"dataset": dataset, "fold": record["fold"], "source": source, **record[source]})
+            row = {"dataset": dataset, "fold": record["fold"], "source": source, **record[source]}
+            rows.append({**row, "fid_features": record["fid_features"]})
     return pd.DataFrame(rows)
 
 

@@ -221,20 +221,21 @@ def pooled_batch_dice(prediction: np.ndarray, label: np.ndarray, batch_size: int
     return float(np.average(scores, weights=weights))
 
 
-def _train_one(
-    data: SliceData,
-    train_rows: pd.DataFrame,
-    select_rows: pd.DataFrame,
+def fit(
+    train: tuple[np.ndarray, np.ndarray],
+    select: tuple[np.ndarray, np.ndarray],
     variant: Variant,
     settings: dict,
     image_size: int,
     seed: int,
     protocol: str,
+    pools: list[np.ndarray] | None = None,
 ) -> tuple[torch.nn.Module, dict]:
-    """Train one network; select its epoch on ``select_rows``. Under the official protocol
-    the data order is fixed (the official loader does not shuffle) and the selection metric
-    is the official batch-pooled Dice; the clean protocol shuffles each epoch and selects
-    on the mean per-slice Dice."""
+    """Train one network on ``train`` (images (N,H,W) in [-1,1], labels (N,H,W)) and select
+    its epoch on ``select``; ``pools[i]``: the synthetic images of training slice ``i``, for
+    the diffusion arms. Under the official protocol the data order is fixed (the official
+    loader does not shuffle) and the selection metric is the official batch-pooled Dice; the
+    clean protocol shuffles each epoch and selects on the mean per-slice Dice."""
     official = protocol == "official"
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -243,14 +244,11 @@ def _train_one(
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(softmax=True, to_onehot_y=True, include_background=False)
-    images, labels = data.images(train_rows)
-    select_images, select_labels = data.images(select_rows)
+    images, labels = train
+    select_images, select_labels = select
     uses_synthetic = variant.augmentation in DIFFUSION_AUGMENTATIONS
-    if uses_synthetic:
-        missing = sorted(set(train_rows.slice_id) - set(data.pool))
-        if missing:
-            raise ValueError(f"no synthetic images for {len(missing)} training slices, e.g. {missing[:3]}")
-        pools = [data.pool[s] for s in train_rows.slice_id]
+    if uses_synthetic and (pools is None or len(pools) != len(images)):
+        raise ValueError(f"the {variant.augmentation} arm needs a synthetic pool per training slice")
     best = {"score": -1.0, "epoch": -1, "state": None}
     history = []
     batch_size = settings["batch_size"]
@@ -312,7 +310,15 @@ def train_and_evaluate(
         train_rows = data.role_slices(splits, fold, train_role)
         select_rows = data.role_slices(splits, fold, select_role)
         started = time.time()
-        network, summary = _train_one(data, train_rows, select_rows, variant, settings, image_size, seed, protocol)
+        pools = None
+        if variant.augmentation in DIFFUSION_AUGMENTATIONS:
+            missing = sorted(set(train_rows.slice_id) - set(data.pool))
+            if missing:
+                raise ValueError(f"no synthetic images for {len(missing)} training slices, e.g. {missing[:3]}")
+            pools = [data.pool[s] for s in train_rows.slice_id]
+        network, summary = fit(
+            data.images(train_rows), data.images(select_rows), variant, settings, image_size, seed, protocol, pools
+        )
         frame, skipped = score_cases(
             data, splits, fold, protocol, lambda rows, network=network: _predict_rows(network, data, rows)
         )

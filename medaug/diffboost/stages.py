@@ -96,15 +96,13 @@ def quality_inputs(config: dict, w: dict) -> dict:
 
 QUALITY = Spec(
     name="generator_quality",
-    description="Measure whether the fine-tuned generator follows its condition: inside-vs-ring contrast and "
-    "correlation with the source slice, beside real slices and the generator before fine-tuning.",
+    description="Measure whether the fine-tuned generator follows its condition (inside-vs-ring contrast, "
+    "correlation with the source slice), how close its images are to real ones (FID, KID, nearest real slice) and "
+    "whether they teach a segmenter, beside real slices and the generator before fine-tuning.",
     wildcards=("dataset", "fold"),
     inputs=quality_inputs,
     outputs=lambda config, w: {"quality": fill(paths.GENERATOR_QUALITY, **w)},
-    settings=lambda config, w: {
-        "finetune": params.controlnet_settings(config, w["dataset"]),
-        "sampling": params.sampling_settings(config),
-    },
+    settings=lambda config, w: params.quality_settings(config, w["dataset"]),
     checks=CHECKS,
 )
 

@@ -68,6 +68,8 @@ class TrainingSettings:
     checkpoints_total_limit: int | None = 2
     max_grad_norm: float | None = 1.0
     weight_decay: float = 0.0  # AdamW
+    # "constant" (ControlNet's and the papers' training) or "cosine": decay to 0 at max_steps.
+    lr_schedule: str = "constant"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,6 +88,8 @@ class TrainingSettings:
             problems.append(f"checkpointing_steps must be >= 1, got {self.checkpointing_steps}")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             problems.append(f"checkpoints_total_limit must be >= 1 or None, got {self.checkpoints_total_limit}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             problems.append(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
         if problems:
@@ -131,14 +135,27 @@ def _prune(state_dir: Path, limit: int | None) -> None:
         shutil.rmtree(path)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_at(settings: TrainingSettings, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): a pure function of the step, so
+    a resumed run continues the schedule without saving scheduler state."""
+    if settings.lr_schedule == "cosine":
+        return settings.learning_rate * 0.5 * (1 + math.cos(math.pi * step / settings.max_steps))
+    return settings.learning_rate
+
+
 # Settings that say how long to train or how to keep checkpoints, not what is trained: a
 # run that only raises max_steps continues the same trajectory.
 NOT_SHAPING = ("max_steps", "checkpointing_steps", "checkpoints_total_limit")
 
 
 def run_identity(settings: TrainingSettings, identity: Mapping | None) -> dict:
-    """What makes two runs the same run: the shaping training settings and ``identity``."""
-    training = {k: v for k, v in asdict(settings).items() if k not in NOT_SHAPING}
+    """What makes two runs the same run: the shaping training settings and ``identity``.
+    A decaying learning rate makes ``max_steps`` shaping too: it sets the rate of every step."""
+    kept = ("max_steps",) if settings.lr_schedule != "constant" else ()
+    training = {k: v for k, v in asdict(settings).items() if k not in NOT_SHAPING or k in kept}
     return json.loads(json.dumps({"training": training, **dict(identity or {})}, sort_keys=True, default=str))
 
 
@@ -517,6 +534,8 @@ def train(
                     raise MedaugError(f"training diverged: loss is {last_loss} at step {step + 1}")
                 # Under fp16 an overflow is expected now and then: the scaler skips the update.
                 log.warning("non-finite loss at step %d (fp16): the grad scaler skips this update", step + 1)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(settings, step)
             if settings.max_grad_norm is not None:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
