@@ -183,6 +183,8 @@ def test_pretrained_model_must_be_a_diffusers_stable_diffusion_folder(tmp_path, 
     assert "config: diffboost.controlnet.pretrained_controlnet: set, but only used with pretrained_model" in message
     message = _problem(_demo_with(conditions={"hed_weights": str(sd)}))
     assert f"config: diffboost.conditions.hed_weights: '{sd}' is a folder" in message
+    message = _problem(_demo_with(quality={"fid_extractor": "inception.pt"}))
+    assert f"config: diffboost.quality.fid_extractor: 'inception.pt' (relative to {tmp_path}) does not exist" in message
 
 
 def test_augmentation_phrases_file_must_exist_and_hold_a_phrase(tmp_path):
