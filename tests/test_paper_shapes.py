@@ -163,7 +163,9 @@ def test_generator_quality_samples_the_pretrained_base_at_384_px(paper, busi, sy
     result = generator_quality(base / "prepared", base / "conditions", splits, 0, folder, settings, tmp_path / "q.json")
     assert result["slices"] > 0
     for source in ("real", "fine-tuned", "untrained"):
-        assert np.isfinite([result[source][k] for k in ("correlation", "fid", "kid", "segmenter_dice")]).all()
+        assert np.isfinite([result[source][k] for k in ("correlation", "segmenter_dice")]).all()
+        # FID/KID need two images in each half of the slices.
+        assert np.isfinite([result[source][k] for k in ("fid", "kid")]).all() == (result["slices"] >= 4)
 
 
 @pytest.mark.parametrize("architecture", ["AttentionUnet", "UNet", "ResUNet", "UNETR", "SwinUNETR"])

@@ -127,8 +127,12 @@ def _halves(count: int) -> tuple[np.ndarray, np.ndarray]:
 
 def image_distances(sources: dict[str, np.ndarray], extractor) -> dict[str, dict]:
     """FID and KID of half A of each source's images against half B of the real images:
-    for "real" that is real-to-real, the floor a perfect generator would reach."""
+    for "real" that is real-to-real, the floor a perfect generator would reach. NaN when a
+    half holds fewer than two images."""
     half_a, half_b = _halves(len(sources["real"]))
+    if len(half_b) < 2:
+        log.warning("FID/KID need at least 4 training slices, the fold has %d: not computed", len(sources["real"]))
+        return {source: {"fid": float("nan"), "kid": float("nan"), "kid_std": float("nan")} for source in sources}
     reference = extractor(sources["real"][half_b])
     out = {}
     for source, images in sources.items():
