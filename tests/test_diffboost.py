@@ -19,7 +19,7 @@ import yaml
 
 from medaug.diffboost.generator import finetune_controlnet, sample_synthetic, write_conditions
 from medaug.diffboost.params import condition_settings, controlnet_settings, sampling_settings
-from medaug.diffboost.slices import development_slices, load_synthetic_pool, read_slice_table, role_slices
+from medaug.diffboost.slices import development_slices, load_slices, load_synthetic_pool, read_slice_table, role_slices
 from medaug.papers import validate_config
 from medaug.preparation import prepare_segmentation
 from medaug.splits import LeakageError, make_splits, role_cases
@@ -121,6 +121,47 @@ def test_sampling_reuses_smaller_ratios_and_counts_exactly(demo_config, spleen, 
     # No test-fold slice is a sampling condition.
     test = set(role_cases(splits, 0, "test"))
     assert test.isdisjoint(second.case_id)
+
+
+def test_unguided_sampling_uses_the_conditional_branch_only(demo_config, spleen, model, tmp_path):
+    """guidance_scale <= 1 turns classifier-free guidance off: one branch, the prompt's."""
+    base, splits = spleen
+    folder, _ = model
+    sampling = {**sampling_settings(demo_config), "guidance_scale": 1.0, "negative_prompt": "other words"}
+    inputs = (folder, base / "prepared", base / "conditions", splits, 0, 1, None)
+    sample_synthetic(*inputs, sampling, tmp_path / "a")
+    sample_synthetic(*inputs, {**sampling, "negative_prompt": "something else"}, tmp_path / "b")
+    a, b = (load_synthetic_pool(tmp_path / name, 1) for name in "ab")
+    assert all(np.isfinite(a[s]).all() and np.array_equal(a[s], b[s]) for s in a)
+
+
+def test_control_strength_scales_the_controlnet_residuals(demo_config, spleen, model, monkeypatch):
+    """Strength k gives exactly the images of a ControlNet whose residuals are k times as large."""
+    from medaug.diffboost.generator import Sampler
+    from medaug.diffusion.models import load_model_folder
+
+    base, splits = spleen
+    folder, _ = model
+    conditions = load_slices(base / "prepared", base / "conditions", development_slices(base / "prepared", splits, 0))[
+        1
+    ][:4]
+    sampling = sampling_settings(demo_config)
+
+    def images(strength, factor):
+        components, info = load_model_folder(folder)
+        forward = components["controlnet"].forward
+
+        def scaled(*args, **kwargs):
+            down, mid = forward(*args, **kwargs)
+            return [factor * d for d in down], factor * mid
+
+        monkeypatch.setattr(components["controlnet"], "forward", scaled)
+        sampler = Sampler(components, info, {**sampling, "control_strength": strength}, "cpu")
+        return sampler.sample(conditions, [1, 2, 3, 4], [1, 1, 1, 1])
+
+    stronger = images(2.0, 1.0)
+    assert np.allclose(stronger, images(1.0, 2.0), atol=1e-5)
+    assert not np.allclose(stronger, images(1.0, 1.0), atol=1e-3)
 
 
 def test_inside_ring_contrast_and_correlation_by_hand():

@@ -211,3 +211,22 @@ def test_architectures_match_the_official_configs(architecture, millions):
 
     network = build_network(architecture, 384, [16, 32, 64, 128, 128, 256], [2, 2, 2, 2, 2])
     assert abs(sum(p.numel() for p in network.parameters()) / 1e6 - millions) < 0.05
+
+
+def test_monai_loads_without_transformers_which_stays_importable():
+    """A fresh segmenter process skips transformers (TransCheX's optional BERT) while
+    importing MONAI, builds every architecture, and can still import transformers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from medaug.diffboost.segmenter import build_network\n"
+        "for a in ('UNet', 'ResUNet', 'AttentionUnet', 'UNETR', 'SwinUNETR'):\n"
+        "    build_network(a, 32, [8, 16, 32], [2, 2])\n"
+        "print('transformers' in sys.modules)\n"
+        "import transformers\n"
+        "print(transformers.CLIPTextModel.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "CLIPTextModel"]

@@ -285,7 +285,8 @@ def finetune_controlnet(
 class Sampler:
     """The official sampler of one model: DDIM with classifier-free guidance, the prompt
     mixed with an augmentation phrase and a style prompt, the slice's condition map in
-    both guidance branches. ``info`` needs ``prompt`` and ``image_size``."""
+    both guidance branches, its residuals scaled by ``control_strength``. ``info`` needs
+    ``prompt`` and ``image_size``."""
 
     def __init__(self, components: dict, info: dict, sampling: dict, device: str):
         from diffusers import DDIMScheduler
@@ -322,15 +323,20 @@ class Sampler:
         control = _control(torch.from_numpy(conditions[:, None]).to(self.device), self.controlnet)
         control = torch.cat([control, control])  # the official sampler keeps the control in both branches
         unet, controlnet = self.unet, self.controlnet
+        strength = self.sampling["control_strength"]
 
         def eps_fn(x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            down, mid = controlnet(x_in, t, encoder_hidden_states=text, controlnet_cond=control, return_dict=False)
+            # Without guidance (guidance_scale <= 1) the sampler sends the conditional half only.
+            n = len(x_in)
+            down, mid = controlnet(
+                x_in, t, encoder_hidden_states=text[-n:], controlnet_cond=control[-n:], return_dict=False
+            )
             return unet(
                 x_in,
                 t,
-                encoder_hidden_states=text,
-                down_block_additional_residuals=down,
-                mid_block_additional_residual=mid,
+                encoder_hidden_states=text[-n:],
+                down_block_additional_residuals=[strength * d for d in down],
+                mid_block_additional_residual=strength * mid,
             ).sample
 
         with torch.inference_mode():

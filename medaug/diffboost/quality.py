@@ -30,7 +30,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy import ndimage
 
@@ -100,11 +99,6 @@ def summarize(images: np.ndarray, masks: np.ndarray, sources: np.ndarray, real: 
         "correlation": float(np.nanmean(corr)),
         "nearest_real": float(np.median(nearest)),
     }
-
-
-def _masks(prepared_dir: str | Path, rows: pd.DataFrame) -> np.ndarray:
-    arrays = {case: np.load(Path(prepared_dir) / "arrays" / f"{case}.npz")["mask"] for case in rows.case_id.unique()}
-    return np.stack([arrays[r.case_id][r.slice_index] > 0 for r in rows.itertuples()])
 
 
 def untrained_components(finetune: dict) -> dict:
@@ -192,8 +186,8 @@ def generator_quality(
     rows = data.role_slices(splits, fold, "train")
     picks = np.unique(np.linspace(0, len(rows) - 1, min(QUALITY_SLICES, len(rows))).round().astype(int))
     rows = rows.iloc[picks].reset_index(drop=True)
-    images, conditions = load_slices(prepared_dir, conditions_dir, rows)
-    masks = _masks(prepared_dir, rows)
+    images, masks = data.images(rows)
+    _, conditions = load_slices(prepared_dir, conditions_dir, rows)
     pool = load_synthetic_pool(synthetic_dir, 1)
     fine_tuned = np.stack([pool[slice_id][0] for slice_id in rows.slice_id])
     sampler = Sampler(

@@ -20,6 +20,7 @@ import copy
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +53,25 @@ class Variant:
     alpha: float = 0.6
 
 
+def _import_monai() -> None:
+    """Import MONAI without transformers unless that is loaded already: ``import monai``
+    loads every network, and TransCheX's optional BERT import costs about 3.5 s of each
+    segmenter job for a model no arm builds. MONAI records the failed optional import and
+    raises only if TransCheX is built; transformers stays importable afterwards."""
+    if "monai" in sys.modules or "transformers" in sys.modules:
+        return
+    sys.modules["transformers"] = None  # makes `import transformers` raise ImportError
+    try:
+        import monai  # noqa: F401
+    finally:
+        del sys.modules["transformers"]
+
+
 def build_network(architecture: str, image_size: int, channels: list[int], strides: list[int]) -> torch.nn.Module:
     """2D MONAI network with 1 input channel and 2 output classes (background, foreground),
     configured as the official ``default_network_configs.yaml``: ResUNet is MONAI's UNet
     with one residual unit per block; UNETR and SwinUNETR keep MONAI's defaults."""
+    _import_monai()
     from monai.networks import nets
 
     if architecture == "AttentionUnet":
@@ -240,7 +256,8 @@ def fit(
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     network = build_network(variant.architecture, image_size, settings["channels"], settings["strides"])
-    optimizer = torch.optim.AdamW(network.parameters(), lr=settings["learning_rate"])
+    # fused: the same update in one kernel, not a loop over the network's many small tensors.
+    optimizer = torch.optim.AdamW(network.parameters(), lr=settings["learning_rate"], fused=True)
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(softmax=True, to_onehot_y=True, include_background=False)
