@@ -51,11 +51,11 @@ rule finetune_controlnet:
         "logs/finetune_controlnet/{dataset}/fold{fold}.log",
     benchmark:
         "benchmarks/finetune_controlnet/{dataset}/fold{fold}.tsv"
-    conda:
-        "../envs/diffusion.yaml"
     # Before other ready jobs: fine-tune -> sample -> DiffBoost arms is the longest chain,
     # and a generator started last leaves the other cores idle at the end.
     priority: 10
+    conda:
+        "../envs/diffusion.yaml"
     threads: 1
     resources:
         gpu=1,
