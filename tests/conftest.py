@@ -117,9 +117,11 @@ def ci_run(tmp_path_factory):
 
 
 def result_tables(workdir: Path) -> dict[str, bytes]:
-    """Every DiffBoost table and the per-case metrics of a finished run, by relative path."""
-    base = workdir / "results" / "diffboost"
-    files = [base / "metrics.tsv", *sorted((base / "tables").iterdir())]
+    """Every DiffBoost and D-Cube table and their per-run metrics of a finished run, by relative path."""
+    files = []
+    for paper in ("diffboost", "dcube"):
+        base = workdir / "results" / paper
+        files += [base / "metrics.tsv", *sorted((base / "tables").iterdir())]
     return {str(path.relative_to(workdir)): path.read_bytes() for path in files}
 
 

@@ -44,7 +44,10 @@ def test_profile_plans_the_paper_scale_dag_from_the_repository_root(tmp_path):
     assert counts["sample_synthetic"] == 3 * 3 * 7  # x ratios
     assert counts["train_segmenter"] == len(monai_arm) > 100
     assert counts["nnunet_train"] == 3 * 3 * 2 * 3  # datasets x folds x protocols x ratios
-    assert counts["total"] > 300
+    assert counts["dcube_train_generator"] == 2 * 7  # datasets x scenarios (full, 3 imbalanced, 3 limited)
+    # datasets x (scenarios x models x synthetic counts x seeds + block ablations x seeds)
+    assert counts["dcube_classify"] == 2 * (7 * 2 * 2 * 3 + 4 * 3)
+    assert counts["total"] > 500
 
 
 def sacct(job_ids: list[str]) -> list[dict]:

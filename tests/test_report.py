@@ -133,18 +133,21 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
     finally:
         browser.close()
 
-    assert "DiffBoost" in page["categories"]
-    shown = {Path(result["path"]).name: result for result in page["results"]}
+    assert {"DiffBoost", "D-Cube"} <= set(page["categories"])
+    # Keyed by the path under results/ (both papers have a samples.png).
+    shown = {Path(result["path"]).as_posix().split("results/", 1)[-1]: result for result in page["results"]}
     paper_tables = ("main", "ratio", "patch", "alpha", "architecture", "augmentation")
-    tables = {f"{name}.html" for name in (*paper_tables, "generator_quality")}
-    assert shown.keys() == tables | {"dice_vs_ratio.png", "samples.png"}
+    tables = {f"diffboost/tables/{name}.html" for name in (*paper_tables, "generator_quality")}
+    figures = {"diffboost/figures/dice_vs_ratio.png", "diffboost/figures/samples.png"}
+    figures |= {f"dcube/figures/{name}.png" for name in ("metric_vs_synthetic", "metric_vs_imbalance", "samples")}
+    assert shown.keys() == tables | figures
     for name, result in shown.items():
         caption = " ".join(result["caption"].split())
         assert "Scale:" in caption and "Data:" in caption and "generated stand-in" in caption, name
         if name.endswith(".png"):
             assert result["width"] > 100 and result["height"] > 100, result
             assert "Protocol" in caption or "fold 0" in caption, name
-        elif name == "generator_quality.html":
+        elif name.endswith("generator_quality.html"):
             assert result["framed"] and result["table"], name
             assert "follow its condition" in caption and "Not in the paper" in caption, name
         else:

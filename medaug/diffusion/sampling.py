@@ -97,3 +97,44 @@ def ddim_sample(
             x = scheduler.step(eps.to(x.dtype), t, x, **step_kwargs).prev_sample
     # An inference tensor cannot be modified in place outside inference mode; a clone can.
     return x.clone()
+
+
+def linear_betas(num_train_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """The linear beta schedule of DDPM (Ho et al. 2020), in float64."""
+    return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+
+
+def ancestral_sample(
+    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    shape: tuple[int, ...],
+    betas: torch.Tensor,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+    first_step: int = 1,
+) -> torch.Tensor:
+    """Ancestral DDPM sampling over every timestep from T-1 down to ``first_step``, clamped
+    to [-1, 1] at the end.
+
+    Each step draws ``x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) +
+    sqrt(beta~_t) z`` with the posterior variance ``beta~_t = beta_t (1 - abar_{t-1}) /
+    (1 - abar_t)``, noise included at the last step. ``first_step=1`` is the loop of
+    implementations that never train t = 0 (D-Cube's: 999 steps for T = 1000). The noise
+    is drawn on ``generator``'s device (the CPU by default), so a seed gives the same
+    images on any device.
+    """
+    device = torch.device(device)
+    alphas = 1.0 - betas
+    alpha_bars = torch.cumprod(alphas, 0)
+    noise_device = generator.device if generator is not None else device
+    with torch.inference_mode():
+        x = torch.randn(shape, generator=generator, device=noise_device).to(device)
+        for t in range(len(betas) - 1, first_step - 1, -1):
+            beta, alpha, alpha_bar = betas[t].item(), alphas[t].item(), alpha_bars[t].item()
+            alpha_bar_prev = alpha_bars[t - 1].item() if t > 0 else 1.0
+            timesteps = torch.full((shape[0],), t, device=device, dtype=torch.long)
+            eps = eps_fn(x, timesteps).float()
+            mean = (x - beta / (1.0 - alpha_bar) ** 0.5 * eps) / alpha**0.5
+            variance = beta * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
+            z = torch.randn(shape, generator=generator, device=noise_device).to(device)
+            x = mean + variance**0.5 * z
+    return x.clamp(-1.0, 1.0).clone()
