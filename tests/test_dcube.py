@@ -350,3 +350,25 @@ def test_every_dcube_stage_runs_a_step_at_paper_shapes(paper, tmp_path):
     assert (out / "tables" / "main.md").read_text().startswith("### ")
     for figure in ("metric_vs_synthetic.png", "metric_vs_imbalance.png", "samples.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
+
+
+def test_uvit_unpatchify_puts_each_token_back_on_its_patch():
+    """The decoder's patch layout is einops' 'B (h w) (p1 p2 C) -> B C (h p1) (w p2)'."""
+    model = UViT(image_size=8, patch_size=4, embed_dim=8, depth=2, num_heads=2, num_classes=2)
+    side, p = 2, 4
+    patches = torch.arange(side * side * p * p, dtype=torch.float32).reshape(1, side * side, p * p)
+    with torch.no_grad():
+        model.decoder_pred.weight.zero_()
+        model.final_layer.weight.zero_()
+        model.final_layer.weight[0, 0, 1, 1] = 1.0  # identity 3x3 convolution
+        model.final_layer.bias.zero_()
+    # The decoder's output (time token first, then one row of patch pixels per token) replaced by known values.
+    model.decoder_pred.register_forward_hook(
+        lambda _m, _i, out: torch.cat([out[:, :1], patches.expand(len(out), -1, -1)], dim=1)
+    )
+    image = model(torch.zeros(1, 1, 8, 8), torch.tensor([1]))[0, 0]
+    for token in range(side * side):
+        h, w = divmod(token, side)
+        for p1 in range(p):
+            for p2 in range(p):
+                assert image[h * p + p1, w * p + p2] == patches[0, token, p1 * p + p2]

@@ -91,7 +91,7 @@ def test_demo_runs_dcube_to_its_tables_and_figures(demo_run):
     base = demo_run / "results" / "dcube"
     metrics = pd.read_csv(base / "metrics.tsv", sep="\t")
     assert set(metrics.protocol) == {"official", "clean"} and set(metrics.model) == {"cnn", "dcube"}
-    assert set(metrics.scenario) == {"full", "minority0.25"}
+    assert set(metrics.scenario) == {"full", "minority0.1"}
     for table in ("main", "imbalance", "limited", "blocks", "synthetic_quality"):
         assert (base / "tables" / f"{table}.md").read_text().startswith("### "), table
     for figure in ("metric_vs_synthetic.png", "metric_vs_imbalance.png", "samples.png"):
@@ -100,12 +100,12 @@ def test_demo_runs_dcube_to_its_tables_and_figures(demo_run):
     full = clean[clean.scenario == "full"].groupby("model").accuracy.mean()
     assert (full > 0.5).all(), full  # three classes: chance is 1/3
     cnn = clean[clean.model == "cnn"].groupby("scenario").recall_MALIGNANT.mean()
-    assert cnn["minority0.25"] < cnn["full"], cnn
+    assert cnn["minority0.1"] < cnn["full"], cnn
     quality = pd.read_csv(base / "tables" / "synthetic_quality.csv")
     assert len(quality) == 3 and quality.baseline_accuracy_on_synthetic.between(0, 1).all()
 
     test_ids = set(json.loads((base / "pancreas" / "splits.json").read_text())["folds"][0]["test"])
-    for scenario in ("full", "minority0.25"):
+    for scenario in ("full", "minority0.1"):
         meta = json.loads((base / "pancreas" / scenario / "generator" / "meta.json").read_text())
         assert meta["training_case_ids"] and not set(meta["training_case_ids"]) & test_ids
         blocks = json.loads((base / "pancreas" / scenario / "blocks.json").read_text())

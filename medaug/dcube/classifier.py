@@ -89,7 +89,7 @@ class DCubeClassifier(nn.Module):
         return self
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("uvit.")}
+        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items() if not k.startswith("uvit.")}
 
     def hyper_features(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The chosen blocks' tokens, mixed and laid out as an (B, embed_dim, grid, grid) map."""
@@ -118,7 +118,7 @@ class PlainClassifier(nn.Module):
         self.resnet.fc = nn.Linear(self.resnet.fc.in_features, num_classes)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.state_dict().items()}
+        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | None = None) -> torch.Tensor:
         return self.resnet(x.repeat(1, 3, 1, 1))
@@ -175,16 +175,22 @@ def selection_score(labels: np.ndarray, predicted: np.ndarray, num_classes: int)
     return float((labels == predicted).mean() + np.mean(recall) + np.mean(precision) + np.mean(f1))
 
 
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def predict(model: nn.Module, images: np.ndarray, timesteps: torch.Tensor, flips: np.ndarray, batch_size: int):
-    """Softmax probabilities (N, C) of ``images`` (flipped where ``flips``)."""
+    """Softmax probabilities (N, C) of ``images`` (flipped where ``flips``), on the model's device."""
     model.eval()
+    device = model_device(model)
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(images[start : start + batch_size, None].copy())
             flip = torch.from_numpy(flips[start : start + batch_size])
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            outputs.append(F.softmax(model(x, timesteps[start : start + batch_size]).float(), dim=1))
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(device)
+            logits = model(x, timesteps[start : start + batch_size].to(device))
+            outputs.append(F.softmax(logits.float(), dim=1).cpu())
     return torch.cat(outputs).numpy()
 
 
@@ -194,6 +200,7 @@ def predict(model: nn.Module, images: np.ndarray, timesteps: torch.Tensor, flips
 def fit(model: nn.Module, train: data.Images, val: data.Images, settings: dict, seed: int) -> dict:
     """Train ``settings["epochs"]`` epochs; return the last and the best-on-validation states."""
     torch.manual_seed(seed)
+    device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=settings["learning_rate"], weight_decay=settings["weight_decay"], betas=(0.9, 0.999), fused=True
@@ -220,6 +227,7 @@ def fit(model: nn.Module, train: data.Images, val: data.Images, settings: dict, 
             x, y = images[index], labels[index]
             x = torch.where(torch.from_numpy(rng.random(len(index)) < 0.5)[:, None, None, None], x.flip(-1), x)
             t = torch.from_numpy(rng.integers(1, settings["num_timesteps"], len(index)))
+            x, y, t = x.to(device), y.to(device), t.to(device)
             logits = model(x, t)
             loss = F.cross_entropy(logits, y)
             if consistency:
@@ -260,7 +268,8 @@ def classify(job: Job) -> dict:
     blocks = None
     if settings["model"] != "cnn":
         blocks = settings["blocks"] or read_json(job.inputs["blocks"])["chosen"]
-    model = build_classifier(settings, blocks, len(classes), job.inputs.get("generator"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build_classifier(settings, blocks, len(classes), job.inputs.get("generator")).to(device)
     log.info(
         "%s on %d training images (%d synthetic), blocks %s",
         job.wildcards["model"],
@@ -305,6 +314,7 @@ def classify(job: Job) -> dict:
         "val_case_ids": val.case_ids,
         "selected_epoch": {"official": settings["epochs"], "clean": result["best"]["epoch"]},
         "history": result["history"],
+        "device": device,
         "wall_s": result["wall_s"],
     }
     write_json(job.outputs["record"], record)

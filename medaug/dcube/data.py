@@ -106,7 +106,7 @@ def role_rows(prepared_dir: str | Path, splits: dict, role: str, scenario: str =
         if leaked:
             raise LeakageError(f"{role} images include test images {sorted(leaked)[:5]}")
     if role == "train":
-        chosen = apply_scenario(chosen, scenario, minority_class(table, minority), splits["seed"])
+        chosen = apply_scenario(chosen, scenario, minority_class(chosen, minority), splits["seed"])
     return chosen.reset_index(drop=True)
 
 

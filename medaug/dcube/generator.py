@@ -142,11 +142,12 @@ def train_generator(job: Job) -> dict:
         learning_rate=settings["learning_rate"],
         weight_decay=settings["weight_decay"],
         mixed_precision=settings["mixed_precision"],
-        ema_decay=None,
+        ema_decay=settings["ema_decay"],
         max_grad_norm=None,
         checkpointing_steps=settings["checkpointing_epochs"] * per_epoch,
         seed=settings["seed"],
     )
+    torch.manual_seed(settings["seed"])  # the initial weights (a fresh process's torch RNG is not fixed)
     model = build_uvit(settings, settings["image_size"], len(classes))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log.info(

@@ -174,6 +174,7 @@ def generator_settings(config: dict) -> dict:
         "epochs",
         "checkpointing_epochs",
         "mixed_precision",
+        "ema_decay",
     )
     return {
         "model": {key: diffusion[key] for key in model_keys},

@@ -37,9 +37,10 @@ def synthetic_quality(job: Job) -> dict:
     classes = data.classes(prepared)
     real = data.role_images(prepared, splits, "train")
     synthetic = data.read_synthetic(job.inputs["synthetic"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     baseline = _baseline(job.inputs["classifier"], settings["baseline_network"], settings["resnet_width"], len(classes))
     if settings["feature_extractor"]:
-        extractor = InceptionExtractor(settings["feature_extractor"])
+        extractor = InceptionExtractor(settings["feature_extractor"], device)
     else:
         extractor = BottleneckExtractor(baseline, real.images.shape[-1])
         extractor.label = "baseline classifier's bottleneck (not comparable to Inception FID)"

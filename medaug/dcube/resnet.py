@@ -117,8 +117,13 @@ def load_torchvision_weights(model: ResNet, path: str | Path) -> None:
     if not path.is_file():
         raise MedaugError(f"{path}: the ImageNet ResNet weights file does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+
+    # fc is the task's own; num_batches_tracked is missing from older torchvision files.
+    def kept(key: str) -> bool:
+        return not key.startswith("fc.") and not key.endswith("num_batches_tracked")
+
+    state = {k: v for k, v in state.items() if kept(k)}
+    own = {k: v for k, v in model.state_dict().items() if kept(k)}
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     wrong = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
     if missing or unexpected or wrong:

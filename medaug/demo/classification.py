@@ -29,14 +29,14 @@ def _slice(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
     hu[ellipse(shape, (size * 0.68, size / 2), (size * 0.05, size * 0.05))] = 600.0  # vertebra
     offset = (rng.uniform(-0.4, 0.4) * gland_radii[0], rng.uniform(-0.5, 0.5) * gland_radii[1])
     lesion_center = (gland_center[0] + offset[0], gland_center[1] + offset[1])
-    # Lesions a few pixels wide at the demo's 64 px, so that a small classifier trained for
-    # a minute can tell the classes apart.
+    # Lesions a few pixels wide at the demo's 32 px, so that a small classifier (and a small
+    # generator) trained for a minute can tell the classes apart.
     if label == "BENIGN":
-        cyst = ellipse(shape, lesion_center, (size * 0.055, size * 0.06))
-        hu[cyst] = -10.0
+        cyst = ellipse(shape, lesion_center, (size * 0.075, size * 0.08))
+        hu[cyst] = -20.0
     elif label == "MALIGNANT":
-        mass = irregular_blob(rng, shape, lesion_center, size * rng.uniform(0.08, 0.11), roughness=0.35)
-        hu[mass] = 45.0 + 25.0 * smooth_noise(rng, shape, 1.0)[mass]
+        mass = irregular_blob(rng, shape, lesion_center, size * rng.uniform(0.11, 0.14), roughness=0.35)
+        hu[mass] = 45.0 + 35.0 * smooth_noise(rng, shape, 1.0)[mass]
         duct = ellipse(shape, gland_center, (size * 0.012, gland_radii[1] * 0.8), angle=0.0) & gland & ~mass
         hu[duct] = 5.0
     hu += 8.0 * smooth_noise(rng, shape, 1.2) + 10.0 * rng.standard_normal(shape).astype(np.float32)
