@@ -14,7 +14,16 @@ from .conftest import CI_RUN_GUARD, REPO, SLURM_RUN_GUARD, SLURM_START_GUARD, SN
 
 pytestmark = pytest.mark.workflow
 
-GPU_RULES = {"finetune_controlnet", "sample_synthetic", "generator_quality", "train_segmenter", "nnunet_train"}
+GPU_RULES = {
+    "finetune_controlnet",
+    "sample_synthetic",
+    "generator_quality",
+    "train_segmenter",
+    "nnunet_train",
+    "dcube_train_generator",
+    "dcube_sample",
+    "dcube_classify",
+}
 
 
 def job_counts(output: str) -> dict[str, int]:
