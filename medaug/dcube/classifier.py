@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from medaug.dcube import data, stages
 from medaug.dcube.resnet import build_resnet, load_torchvision_weights
+from medaug.dcube.uvit import init_weights
 from medaug.io import read_json, write_json
 from medaug.seeds import keyed_seed
 from medaug.stage import Job, Stage
@@ -81,7 +82,7 @@ class DCubeClassifier(nn.Module):
             nn.Linear(4 * grid * grid, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, num_classes)
         )
         for module in (self.norm_f, self.head):
-            module.apply(_init_weights)
+            module.apply(init_weights)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -122,16 +123,6 @@ class PlainClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | None = None) -> torch.Tensor:
         return self.resnet(x.repeat(1, 3, 1, 1))
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 def build_classifier(settings: dict, blocks: list[int] | None, num_classes: int, generator_dir=None) -> nn.Module:

@@ -77,6 +77,18 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def init_weights(module: nn.Module) -> None:
+    """The official initialisation: truncated-normal (std 0.02) linear weights, zero biases,
+    unit LayerNorms; convolutions and embeddings keep PyTorch's defaults."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
@@ -127,17 +139,7 @@ class UViT(nn.Module):
         self.decoder_pred = nn.Linear(embed_dim, patch_size**2 * in_channels)
         self.final_layer = nn.Conv2d(in_channels, in_channels, 3, padding=1)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        self.apply(init_weights)
 
     def save_pretrained(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
