@@ -21,14 +21,14 @@ it, but a plain ``nn.Module``: the classifier jobs need not import diffusers (3.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from medaug.diffusion.modules import FolderModule
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -89,11 +89,7 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
-
-
-class UViT(nn.Module):
+class UViT(FolderModule):
     """Class-conditional U-ViT noise predictor (defaults: the paper's configuration)."""
 
     def __init__(
@@ -140,25 +136,6 @@ class UViT(nn.Module):
         self.final_layer = nn.Conv2d(in_channels, in_channels, 3, padding=1)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(init_weights)
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_FILE).write_text(json.dumps({"_class_name": "UViT", **vars(self.config)}, indent=2) + "\n")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS_FILE)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> UViT:
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        config = json.loads((folder / CONFIG_FILE).read_text())
-        config.pop("_class_name", None)
-        model = cls(**config)
-        model.load_state_dict(load_file(folder / WEIGHTS_FILE))
-        return model.eval()
 
     @property
     def num_blocks(self) -> int:
