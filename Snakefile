@@ -11,6 +11,7 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/diffboost.smk"
+include: "rules/diffmix.smk"
 include: "rules/dcube.smk"
 include: "rules/costs.smk"
 

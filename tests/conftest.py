@@ -117,11 +117,11 @@ def ci_run(tmp_path_factory):
 
 
 def result_tables(workdir: Path) -> dict[str, bytes]:
-    """Every DiffBoost and D-Cube table and their per-run metrics of a finished run, by relative path."""
+    """Every paper's tables and, where it has them, per-run metrics of a finished run, by relative path."""
     files = []
-    for paper in ("diffboost", "dcube"):
+    for paper in ("diffboost", "diffmix", "dcube"):
         base = workdir / "results" / paper
-        files += [base / "metrics.tsv", *sorted((base / "tables").iterdir())]
+        files += [path for path in [base / "metrics.tsv"] if path.exists()] + sorted((base / "tables").iterdir())
     return {str(path.relative_to(workdir)): path.read_bytes() for path in files}
 
 

@@ -133,11 +133,12 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
     finally:
         browser.close()
 
-    assert {"DiffBoost", "D-Cube"} <= set(page["categories"])
+    assert {"DiffBoost", "DiffMix", "D-Cube"} <= set(page["categories"])
     # Keyed by the path under results/ (both papers have a samples.png).
     shown = {Path(result["path"]).as_posix().split("results/", 1)[-1]: result for result in page["results"]}
     paper_tables = ("main", "ratio", "patch", "alpha", "architecture", "augmentation")
     tables = {f"diffboost/tables/{name}.html" for name in (*paper_tables, "generator_quality")}
+    tables.add("diffmix/tables/label_maps.html")
     figures = {"diffboost/figures/dice_vs_ratio.png", "diffboost/figures/samples.png"}
     figures |= {f"dcube/figures/{name}.png" for name in ("metric_vs_synthetic", "metric_vs_imbalance", "samples")}
     assert shown.keys() == tables | figures
@@ -147,6 +148,9 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
         if name.endswith(".png"):
             assert result["width"] > 100 and result["height"] > 100, result
             assert "Protocol" in caption or "fold 0" in caption, name
+        elif name.endswith("label_maps.html"):
+            assert result["framed"] and result["table"], name
+            assert "GradMix" in caption and "training tiles only" in caption, name
         elif name.endswith("generator_quality.html"):
             assert result["framed"] and result["table"], name
             assert "follow its condition" in caption and "Not in the paper" in caption, name

@@ -45,7 +45,7 @@ def _lesion(rng: np.random.Generator, shape: tuple[int, int], malignant: bool) -
 def _render(rng: np.random.Generator, shape: tuple[int, int], lesions: list[np.ndarray], malignant: bool) -> np.ndarray:
     image = _tissue(rng, shape)
     for lesion in lesions:
-        image[lesion] = 0.12 + 0.05 * rng.standard_normal(int(lesion.sum()))
+        image[lesion] = 0.06 + 0.03 * rng.standard_normal(int(lesion.sum()))
         # Posterior acoustic enhancement (benign cysts) or shadowing (malignant masses).
         below = ndimage.binary_dilation(lesion, structure=np.ones((9, 1)), iterations=max(shape[0] // 12, 1))
         below &= ~lesion

@@ -79,7 +79,7 @@ def spleen_volume(rng: np.random.Generator, shape: tuple[int, int, int]) -> tupl
     # Position, size, elongation and outline vary per patient, so that where the organ
     # usually is predicts little: a mean-mask predictor scores Dice < 0.3 (tests/test_demo.py).
     spleen_xy = (nx * rng.uniform(0.25, 0.75), ny * rng.uniform(0.3, 0.7))
-    spleen_r = nx * rng.uniform(0.07, 0.13)
+    spleen_r = nx * rng.uniform(0.11, 0.17)
     spleen_shape = _outline(rng, plane, spleen_r, rng.uniform(0.5, 1.0), rng.uniform(0, np.pi))
     for z in range(nz):
         body = ellipse(plane, (nx / 2, ny / 2), body_r)

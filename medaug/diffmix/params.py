@@ -21,6 +21,31 @@ def split_settings(config: dict, dataset: str) -> dict:
     return {"scheme": "official", "val_fraction": config[PAPER]["val_fraction"], "seed": config["seed"]}
 
 
+def label_map_settings(config: dict) -> dict:
+    """The virtual label maps' settings (GradMix balancing and enlarging)."""
+    return {**config[PAPER]["label_maps"], "seed": config["seed"]}
+
+
+def label_map_jobs(config: dict) -> list[dict]:
+    section = config[PAPER]
+    return [{"dataset": d, "map_kind": k} for d in section["datasets"] for k in section["label_maps"]["kinds"]]
+
+
+def report_settings(config: dict) -> dict:
+    """What the report job needs besides its inputs: job labels and caption lines."""
+    from medaug.report.captions import data_sources
+
+    section = config[PAPER]
+    return {
+        "label_maps": label_map_jobs(config),
+        "scale": f"Scale: {section['patch_size']} px patches; virtual maps of kinds {section['label_maps']['kinds']}.",
+        "data_sources": data_sources(config, section["datasets"]),
+    }
+
+
 def targets(config: dict) -> list[str]:
-    """The final outputs built so far: each dataset's splits."""
-    return [paths.fill(paths.SPLITS, paper=PAPER, dataset=dataset) for dataset in config[PAPER]["datasets"]]
+    """The final outputs built so far: each dataset's splits and the tables."""
+    from medaug.diffmix import paths as diffmix_paths
+
+    splits = [paths.fill(paths.SPLITS, paper=PAPER, dataset=dataset) for dataset in config[PAPER]["datasets"]]
+    return splits + [diffmix_paths.TABLES]

@@ -39,6 +39,7 @@ def ddim_sample(
     eta: float = 0.0,
     init: torch.Tensor | None = None,
     start_step: int = 0,
+    use_clipped_model_output: bool = False,
 ) -> torch.Tensor:
     """Run the reverse process from noise (or ``init``) and return the final sample.
 
@@ -52,6 +53,9 @@ def ddim_sample(
     ``init`` replaces the start noise; with ``start_step = k`` the first ``k`` of the
     ``num_inference_steps`` timesteps are skipped (SDEdit: ``init`` must then already be
     noised to ``scheduler.timesteps[k]``, which is the caller's job).
+
+    ``use_clipped_model_output`` re-derives the noise from the clipped x0 prediction before
+    each update (guided-diffusion's DDIM, with a scheduler that clips its samples).
 
     Runs under ``torch.inference_mode()``; the result is an ordinary tensor without grad.
     """
@@ -74,6 +78,8 @@ def ddim_sample(
         raise ValueError(f"{type(scheduler).__name__}.step takes no eta; use a DDIMScheduler for eta={eta}")
     if "generator" in step_params:
         step_kwargs["generator"] = generator
+    if use_clipped_model_output:
+        step_kwargs["use_clipped_model_output"] = True
 
     with torch.inference_mode():
         scheduler.set_timesteps(num_inference_steps, device=device)

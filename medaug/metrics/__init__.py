@@ -1,2 +1,2 @@
-"""Metrics shared by the papers: ``segmentation`` (per-case Dice, precision, recall, HD95)
-today; nuclei and classification metrics join it with DiffMix and D-Cube."""
+"""Metrics shared by the papers: ``segmentation`` (per-case Dice, precision, recall, HD95),
+``nuclei`` (the HoVer-Net protocol: Dice, AJI, PQ, F_d, F_c) and ``image_quality``."""

@@ -1,0 +1,451 @@
+"""DiffMix: virtual label maps (GradMix balancing and enlarging)."""
+
+import numpy as np
+import pytest
+
+from medaug.diffmix.label_maps import (
+    LabelMap,
+    away_from_border,
+    balancing_map,
+    enlarging_map,
+    make_virtual_maps,
+    nuclei,
+)
+
+BALANCING = {
+    "rare_class": 1,
+    "border_px": 30,
+    "replace_fraction": 0.8,
+    "size_ratio": 2.3,
+    "dilation_iterations": 2,
+    "same_tile_donors_first": True,
+}
+ENLARGING = {"added_fraction": 0.5, "gap_px": 2, "class_balanced": True, "tries_per_nucleus": 20}
+
+
+def disks(shape, nuclei_spec):
+    """LabelMap and stored centroids of disks given as (x, y, radius, type)."""
+    rows, cols = np.indices(shape)
+    inst_map = np.zeros(shape, dtype=np.int32)
+    for index, (x, y, radius, _) in enumerate(nuclei_spec):
+        inst_map[(cols - x) ** 2 + (rows - y) ** 2 <= radius**2] = index + 1
+    labels = LabelMap(inst_map, np.array([t for *_, t in nuclei_spec], dtype=np.uint8))
+    return labels, labels.centroids()
+
+
+def tile_with(majors, rares, shape=(160, 160), seed=0):
+    """Majors (type 2-4) of radius 6 on a grid inside the border, plus rare nuclei."""
+    rng = np.random.default_rng(seed)
+    spec = [(40 + 20 * (i % 5), 40 + 20 * (i // 5), 6, int(rng.integers(2, 5))) for i in range(majors)]
+    spec += [(12 + 18 * i, 150, 3, 1) for i in range(rares)]  # near the bottom edge
+    return disks(shape, spec)
+
+
+def test_away_from_border_is_the_official_30_px_test():
+    centroids = np.array([[29.9, 80], [30, 80], [130, 130], [80, 130.1], [np.nan, np.nan]])
+    assert away_from_border(centroids, (160, 160), 30).tolist() == [False, True, True, False, False]
+
+
+def test_balancing_replaces_majors_by_smaller_rare_donors_each_once():
+    target, target_centroids = tile_with(majors=20, rares=0)
+    donor_a, donor_a_centroids = disks((160, 160), [(60 + 12 * i, 60, 2, 1) for i in range(6)])
+    donor_b, donor_b_centroids = disks((160, 160), [(60 + 12 * i, 90, 3, 1) for i in range(6)] + [(80, 120, 7, 1)])
+    donors = {
+        "target": [],
+        "a": nuclei("a", donor_a, donor_a_centroids, {1}, 30),
+        "b": nuclei("b", donor_b, donor_b_centroids, {1}, 30),
+    }
+    before = target.class_counts([1, 2, 3, 4])
+    virtual, edits = balancing_map("target", target, target_centroids, donors, np.random.default_rng(0), BALANCING)
+    after = virtual.class_counts([1, 2, 3, 4])
+
+    # 80 % of 20 majors are picked (16); 12 donors are small enough (the radius-7 one never
+    # fits), so the pool runs dry after 12 replacements and 4 picked majors stay.
+    assert len(edits) == 12 and after[1] == before[1] + 12
+    assert sum(after[c] for c in (2, 3, 4)) == sum(before[c] for c in (2, 3, 4)) - 12
+    assert virtual.count == target.count
+    used = [(e.donor_tile, e.donor_instance) for e in edits]
+    assert len(set(used)) == len(used), "a donor served twice in one map"
+    # Each donor is at least 2.3 times smaller than the major dilated twice (radius 6 -> 8).
+    dilated_area = np.count_nonzero(np.hypot(*np.indices((17, 17)) - 8) <= 8)
+    assert all(2.3 * e.donor_area <= dilated_area + 8 for e in edits) and max(e.donor_area for e in edits) == 29
+    # Smallest donors are not preferred: the first fitting donor in pool order is taken.
+    assert {e.donor_tile for e in edits} == {"a", "b"}
+    # The type map follows the instance types, and every pasted nucleus sits where its major was.
+    assert set(np.unique(virtual.type_map()[virtual.inst_map > 0])) <= {1, 2, 3, 4}
+    replaced_centroids = virtual.centroids()[virtual.inst_type == 1]
+    assert np.isin(np.round(replaced_centroids).astype(int), target_centroids.round().astype(int)).all()
+
+
+def test_balancing_leaves_border_nuclei_and_majors_without_a_fitting_donor():
+    spec = [(10, 80, 6, 2), (80, 80, 6, 3), (80, 40, 2, 2)]
+    target, centroids = disks((160, 160), spec)
+    big_rare, big_centroids = disks((160, 160), [(80, 80, 6, 1)])  # too large for any major
+    donors = {"target": [], "other": nuclei("other", big_rare, big_centroids, {1}, 30)}
+    settings = {**BALANCING, "replace_fraction": 1.0}
+    virtual, edits = balancing_map("target", target, centroids, donors, np.random.default_rng(0), settings)
+    assert edits == [] and np.array_equal(virtual.inst_map, target.inst_map)
+
+
+def test_same_tile_donors_come_first_unless_switched_off():
+    spec = [(60, 60, 6, 2), (100, 60, 2, 1)]
+    target, centroids = disks((160, 160), spec)
+    other, other_centroids = disks((160, 160), [(60, 60, 2, 1)])
+    donors = {
+        "target": nuclei("target", target, centroids, {1}, 30),
+        "other": nuclei("other", other, other_centroids, {1}, 30),
+    }
+    settings = {**BALANCING, "replace_fraction": 1.0}
+    _, edits = balancing_map("target", target, centroids, donors, np.random.default_rng(0), settings)
+    assert [e.donor_tile for e in edits] == ["target"]
+    settings["same_tile_donors_first"] = False
+    _, edits = balancing_map("target", target, centroids, donors, np.random.default_rng(0), settings)
+    assert [e.donor_tile for e in edits] == ["other"]
+
+
+def test_enlarging_adds_class_balanced_nuclei_in_free_background_only():
+    target, _ = tile_with(majors=10, rares=0, shape=(200, 200))
+    pool_map, pool_centroids = disks((160, 160), [(40 + 30 * i, 80, 3, 1 + i % 4) for i in range(4)])
+    donors = {"target": [], "pool": nuclei("pool", pool_map, pool_centroids, {1, 2, 3, 4}, 0)}
+    virtual, edits = enlarging_map("target", target, donors, np.random.default_rng(0), ENLARGING)
+    assert len(edits) == 5 and virtual.count == target.count + 5
+    assert [e.donor_type for e in edits] == [1, 2, 3, 4, 1]  # classes in turn
+    # The original nuclei are untouched, and every added one keeps a gap to all others.
+    assert np.array_equal(virtual.inst_map[target.inst_map > 0] > 0, np.ones((target.inst_map > 0).sum(), bool))
+    from scipy import ndimage
+
+    for instance in range(target.count + 1, virtual.count + 1):
+        grown = ndimage.binary_dilation(virtual.inst_map == instance, iterations=2)
+        assert set(np.unique(virtual.inst_map[grown])) <= {0, instance}
+
+
+@pytest.mark.parametrize("kind", ["balancing", "enlarging"])
+def test_virtual_maps_draw_donors_from_training_tiles_only(kind, tmp_path):
+    prepared = tmp_path / "prepared"
+    (prepared / "tiles").mkdir(parents=True)
+    for name, seed in (("train_1", 0), ("train_2", 1), ("train_3", 3), ("test_1", 2)):
+        labels, centroids = tile_with(majors=15, rares=0, seed=seed)
+        if name != "train_1":  # rare donors in a training, a validation and a test tile
+            extra, _ = disks((160, 160), [(40 + 20 * i, 120, 2, 1) for i in range(5)])
+            labels = LabelMap(
+                np.where(extra.inst_map > 0, extra.inst_map + labels.count, labels.inst_map),
+                np.concatenate([labels.inst_type, extra.inst_type]),
+            )
+            centroids = labels.centroids()
+        np.savez(
+            prepared / "tiles" / f"{name}.npz",
+            inst_map=labels.inst_map,
+            inst_type=labels.inst_type,
+            inst_centroid=centroids,
+        )
+    settings = {**BALANCING, "enlarging": ENLARGING}
+    splits = {"folds": [{"train": ["train_1", "train_2"], "val": ["train_3"], "test": ["test_1"]}]}
+    maps, edits = make_virtual_maps(prepared, splits, 0, kind, settings, seed=0)
+    assert set(maps) == {"train_1", "train_2"}
+    assert len(edits) > 0 and set(edits.donor_tile) <= {"train_1", "train_2"}
+    again, edits_again = make_virtual_maps(prepared, splits, 0, kind, settings, seed=0)
+    assert edits.equals(edits_again) and all(np.array_equal(maps[t].inst_map, again[t].inst_map) for t in maps)
+
+
+# --- HoVer-Net metrics against hand-computed values ----------------------------------------
+
+
+def squares(shape, spec):
+    """Instance and type maps of 5x5 squares given as (top, left, type)."""
+    inst, kind = np.zeros(shape, np.int32), np.zeros(shape, np.int32)
+    for index, (top, left, t) in enumerate(spec):
+        inst[top : top + 5, left : left + 5] = index + 1
+        kind[top : top + 5, left : left + 5] = t
+    return inst, kind
+
+
+def test_nuclei_metrics_match_hand_computed_values():
+    """True A (type 2), B (type 3), C (type 1); predicted A shifted by a pixel (IoU 20/30,
+    right type), B missed, C exact but typed 2, and a false positive D of type 1."""
+    from medaug.metrics.nuclei import TypeCounts, score_image, score_set
+
+    true_inst, true_type = squares((40, 40), [(5, 5, 2), (20, 20, 3), (5, 25, 1)])
+    pred_inst, pred_type = squares((40, 40), [(5, 6, 2), (5, 25, 2), (30, 5, 1)])
+    counts = TypeCounts()
+    image = score_image(true_inst, true_type, pred_inst, pred_type, counts)
+    assert image["dice"] == pytest.approx(90 / 150)
+    assert image["aji"] == pytest.approx((20 + 0 + 25) / (30 + 25 + 25 + 25))
+    assert image["dq"] == pytest.approx(2 / 3)
+    assert image["sq"] == pytest.approx((20 / 30 + 1) / 2, abs=1e-6)
+    assert image["pq"] == pytest.approx(2 / 3 * (20 / 30 + 1) / 2, abs=1e-6)
+    assert counts.detection_f1() == pytest.approx(4 / 6)
+    assert counts.type_accuracy() == pytest.approx(0.5)
+    assert counts.type_f1(1) == pytest.approx(0.0)  # its one true nucleus typed 2, and a false positive
+    assert counts.type_f1(2) == pytest.approx(2 / (2 + 2))  # one right, one true type-1 called 2
+    assert counts.type_f1(3) == pytest.approx(0.0)  # its one nucleus missed
+    # Pooled over two copies of the image: the same ratios; image-averaged metrics unchanged.
+    summary = score_set([(true_inst, true_type, pred_inst, pred_type)] * 2, types=[1, 2, 3])
+    assert summary["f1_detection"] == pytest.approx(4 / 6) and summary["f1_type2"] == pytest.approx(0.5)
+    assert summary["aji"] == pytest.approx(45 / 105)
+
+
+def test_centroid_pairing_keeps_pairs_within_12_px_only():
+    from medaug.metrics.nuclei import pair_centroids
+
+    true = np.array([[10.0, 10.0], [50.0, 50.0]])
+    pred = np.array([[10.0, 22.0], [50.0, 62.5]])  # 12 px and 12.5 px away
+    true_index, pred_index = pair_centroids(true, pred, 12.0)
+    assert true_index.tolist() == [0] and pred_index.tolist() == [0]
+
+
+# --- the SDM network: the official checkpoint layout ------------------------------------------
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+def test_sdm_at_the_paper_configuration_has_the_official_keys_shapes_and_order():
+    """The official UNetModel's state dict at the CoNSeP settings (recorded from
+    hvcl/DiffMix) is ours, key for key in the same order, shape for shape; so an official
+    checkpoint of that layout loads strictly (on the meta device: no 2.6 GB in the test)."""
+    import json
+
+    import torch
+
+    from medaug.diffmix.sdm import SemanticUNet
+
+    fixture = json.loads((FIXTURES / "sdm_consep_keys.json").read_text())
+    with torch.device("meta"):
+        network = SemanticUNet(image_size=256, label_channels=6)
+    ours = [[key, list(value.shape)] for key, value in network.state_dict().items()]
+    assert ours == fixture["keys"]
+    assert sum(p.numel() for p in network.parameters()) == fixture["parameters"]
+    official = {key: torch.empty(shape, device="meta") for key, shape in fixture["keys"]}
+    network.load_state_dict(official, strict=True, assign=True)
+    with torch.device("meta"):
+        glysac = SemanticUNet(image_size=256, label_channels=5)  # 3 classes + background + edge
+    assert glysac.state_dict()["middle_block.0.in_norm.mlp_shared.0.weight"].shape == (128, 5, 3, 3)
+
+
+def tiny_sdm():
+    from medaug.diffmix.sdm import SemanticUNet
+
+    return SemanticUNet(
+        image_size=32, label_channels=4, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),
+        channel_mult=(1, 2), num_head_channels=16,
+    )  # fmt: skip
+
+
+def test_sdm_loads_a_checkpoint_file_and_its_decoder_follows_the_label_map(tmp_path):
+    import torch
+
+    from medaug.diffmix.sdm import load_official_checkpoint, semantic_condition
+
+    torch.manual_seed(0)
+    source = tiny_sdm()
+    for parameter in source.parameters():  # the zero-initialised output layers too
+        parameter.data.normal_(0, 0.05)
+    torch.save(source.state_dict(), tmp_path / "ema_0.9999_000100.pt")  # guided-diffusion's format
+    network = tiny_sdm()
+    load_official_checkpoint(network, tmp_path / "ema_0.9999_000100.pt")
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 700])
+    types = torch.zeros(2, 1, 32, 32, dtype=torch.long)
+    types[..., 8:16, 8:16] = 2
+    inst = (types > 0).long()
+    y = semantic_condition(types, inst, 3)
+    with torch.no_grad():
+        out = network(x, t, y)
+        assert out.shape == (2, 6, 32, 32) and torch.equal(out, source(x, t, y))
+        assert not torch.allclose(out, network(x, t, torch.zeros_like(y)))  # the dropped label differs
+    with pytest.raises(ValueError, match="label map"):
+        network(x, t, y[:, :3])
+
+
+def test_semantic_condition_is_one_hot_types_then_both_sides_of_every_instance_edge():
+    import torch
+
+    from medaug.diffmix.sdm import semantic_condition
+
+    inst = torch.zeros(1, 1, 6, 6, dtype=torch.long)
+    inst[..., 1:3, 1:3] = 1
+    inst[..., 1:3, 3:5] = 2  # touching nucleus 1
+    types = (inst > 0).long() * 2
+    y = semantic_condition(types, inst, 3)
+    assert y.shape == (1, 4, 6, 6) and torch.equal(y[:, :3].sum(1), torch.ones(1, 6, 6))
+    assert torch.equal(y[0, 2], (types[0, 0] == 2).float())
+    edge = y[0, 3]
+    assert edge[1, 2] == edge[1, 3] == 1  # both sides of the boundary between two nuclei
+    assert edge[0, 1] == edge[1, 1] == 1 and edge[4, 4] == 0 and edge[5, 5] == 0
+
+
+# --- SDEdit sampling ---------------------------------------------------------------------------
+
+SDEDIT = {
+    "num_train_timesteps": 1000,
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "respaced_steps": 100,
+    "strength": 0.55,
+    "guidance_scale": 1.5,
+}
+
+
+def test_sdedit_starts_at_step_540_and_runs_55_guided_ddim_steps():
+    """The official ddim100 at 55 %: the real patch noised to t = 540 (respaced index 54),
+    then 55 DDIM steps 540, 530, ..., 0, each on the conditional and the all-zero label map."""
+    import torch
+
+    from medaug.diffmix.sampling import sdedit, sdedit_start_step
+
+    assert sdedit_start_step(100, 0.55) == 45
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, t, y):
+            calls.append((t.tolist(), y.flatten(1).abs().sum(1).tolist()))
+            return torch.zeros(len(x), 6, *x.shape[2:])  # predicts no noise: x0 = x_t / sqrt(abar)
+
+    images = torch.full((2, 3, 8, 8), 0.5)
+    y = torch.ones(2, 4, 8, 8)
+    out = sdedit(Recorder(), images, y, SDEDIT, torch.Generator().manual_seed(0))
+    assert [t[0] for t, _ in calls] == list(range(540, -1, -10)) and len(calls) == 55
+    assert all(len(t) == 4 and sums[:2] == [0.0, 0.0] and min(sums[2:]) > 0 for t, sums in calls)
+    assert out.shape == images.shape and out.abs().max() <= 1.0  # the clipped x0 of the last step
+
+
+def test_sdedit_with_a_perfect_noise_predictor_returns_the_real_patch():
+    import torch
+
+    from medaug.diffmix.sampling import sdedit_scheduler
+
+    scheduler = sdedit_scheduler(SDEDIT)
+    images = torch.rand(1, 3, 8, 8) * 2 - 1
+    captured = {}
+
+    class Oracle(torch.nn.Module):
+        """Knows the patch: returns the noise that explains x_t from it."""
+
+        def forward(self, x, t, y):
+            abar = scheduler.alphas_cumprod[int(t[0])]
+            eps = (x - abar.sqrt() * images.repeat(len(x), 1, 1, 1)) / (1 - abar).sqrt()
+            captured.setdefault("first", int(t[0]))
+            return torch.cat([eps, torch.zeros_like(eps)], dim=1)
+
+    from medaug.diffmix.sampling import sdedit
+
+    out = sdedit(Oracle(), images, torch.ones(1, 4, 8, 8), SDEDIT, torch.Generator().manual_seed(1))
+    assert captured["first"] == 540 and torch.allclose(out, images, atol=1e-4)
+
+
+# --- the learned-variance objective --------------------------------------------------------------
+
+
+def test_hybrid_loss_is_zero_for_the_true_noise_and_posterior_variance_and_trains_only_v_by_the_bound():
+    """v = -1 selects the (clipped) posterior variance; with the true noise the model's
+    Gaussian is the posterior, so MSE and KL are 0 (t >= 1). The bound term reaches the
+    variance channels only: the noise channels get the MSE gradient alone."""
+    import torch
+
+    from medaug.diffusion.objectives import HybridLoss
+    from medaug.diffusion.sampling import linear_betas
+
+    loss_fn = HybridLoss(linear_betas(1000, 1e-4, 0.02))
+    abar = torch.cumprod(1 - linear_betas(1000, 1e-4, 0.02), 0).float()
+    x0, noise = torch.rand(3, 3, 4, 4) * 2 - 1, torch.randn(3, 3, 4, 4)
+    t = torch.tensor([1, 500, 999])
+    x_t = abar[t].sqrt()[:, None, None, None] * x0 + (1 - abar[t]).sqrt()[:, None, None, None] * noise
+    exact = torch.cat([noise, -torch.ones_like(noise)], dim=1)
+    assert torch.allclose(loss_fn(exact, x0, x_t, noise, t), torch.zeros(3), atol=1e-4)
+
+    output = torch.cat([noise + 0.1 * torch.randn_like(noise), torch.zeros_like(noise)], dim=1).requires_grad_()
+    loss_fn(output, x0, x_t, noise, t).sum().backward()
+    mse_grad = 2 * (output[:, :3] - noise) / noise[0].numel()
+    assert torch.allclose(output.grad[:, :3], mse_grad.detach(), atol=1e-6)
+    assert output.grad[:, 3:].abs().sum() > 0
+
+
+# --- SDM training ------------------------------------------------------------------------------
+
+
+def toy_tiles(count=2, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    tiles = []
+    for index in range(count):
+        labels, _ = disks((size, size), [(10 + 20 * (i % 2), 10 + 20 * (i // 2), 4, 1 + i % 3) for i in range(4)])
+        image = np.where(labels.inst_map[..., None] > 0, 60, 200) + rng.integers(0, 20, (size, size, 3))
+        tiles.append(
+            {
+                "name": f"train_{index}",
+                "image": image.astype(np.uint8),
+                "inst_map": labels.inst_map,
+                "type_map": labels.type_map(),
+            }
+        )
+    return tiles
+
+
+def test_tile_crops_are_deterministic_dihedral_crops_with_the_label_drop():
+    import torch
+
+    from medaug.diffmix.generator import TileCrops, dihedral
+
+    square = np.arange(4).reshape(2, 2)
+    variants = [dihedral(square, k).tolist() for k in range(6)]
+    assert len({str(v) for v in variants}) == 6  # six different views
+    crops = TileCrops(toy_tiles(), 4, 32, 8, 0.0, 1000, seed=0)
+    first, again = crops(5), crops(5)
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert first["image"].shape == (8, 3, 32, 32) and first["condition"].shape == (8, 5, 32, 32)
+    assert first["image"].min() >= -1 and first["image"].max() <= 1
+    assert (first["condition"].flatten(1).sum(1) > 0).all()
+    dropped = TileCrops(toy_tiles(), 4, 32, 8, 1.0, 1000, seed=0)(5)["condition"]
+    assert dropped.abs().sum() == 0
+    half = TileCrops(toy_tiles(), 4, 32, 64, 0.2, 1000, seed=0)(0)["condition"]
+    assert 0 < (half.flatten(1).sum(1) == 0).sum() < 64
+
+
+def test_sdm_trains_both_stages_and_a_rerun_resumes_without_training_again(tmp_path):
+    import torch
+
+    from medaug.diffmix.generator import train_sdm
+
+    settings = {
+        "model": {"model_channels": 32, "num_res_blocks": 1, "attention_resolutions": [8], "channel_mult": [1, 2],
+                  "num_head_channels": 16, "dropout": 0.0},
+        "schedule": {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02},
+        "crop_size": 32, "batch_size": 4, "mixed_precision": "no", "ema_decay": 0.9999, "checkpointing_steps": 2,
+        "seed": 0,
+        "pretrain": {"steps": 3, "learning_rate": 1e-4, "drop_rate": 0.0},
+        "finetune": {"steps": 2, "learning_rate": 2e-5, "drop_rate": 0.2},
+    }  # fmt: skip
+    network, summaries = train_sdm(toy_tiles(), 4, settings, tmp_path / "state")
+    assert summaries["pretrain"]["steps_run"] == 3 and summaries["finetune"]["steps_run"] == 2
+    assert np.isfinite(summaries["finetune"]["final_loss"])
+    weights = {k: v.clone() for k, v in network.state_dict().items()}
+    again, rerun = train_sdm(toy_tiles(), 4, settings, tmp_path / "state")
+    assert rerun["pretrain"]["steps_run"] == 0 and rerun["finetune"]["steps_run"] == 0
+    assert all(torch.equal(weights[k], v) for k, v in again.state_dict().items())
+
+
+def test_virtual_maps_at_paper_shapes_with_the_paper_settings(tmp_path):
+    """config.paper.yaml's label-map settings on 1000 x 1000 tiles of about 900 nuclei (CoNSeP's
+    size), both kinds, through the stage function."""
+    import yaml
+
+    from medaug.papers import validate_config
+
+    from .conftest import REPO
+
+    settings = validate_config(yaml.safe_load((REPO / "config.paper.yaml").read_text()))["diffmix"]["label_maps"]
+    rng = np.random.default_rng(0)
+    (tmp_path / "tiles").mkdir()
+    for name in ("train_1", "train_2"):
+        spec = [
+            (16 + 33 * (k % 30), 16 + 33 * (k // 30), int(rng.integers(4, 9)), int(rng.integers(1, 5)))
+            for k in range(900)
+        ]
+        labels, centroids = disks((1000, 1000), spec)
+        np.savez(
+            tmp_path / "tiles" / f"{name}.npz",
+            inst_map=labels.inst_map,
+            inst_type=labels.inst_type,
+            inst_centroid=centroids,
+        )
+    splits = {"folds": [{"train": ["train_1", "train_2"], "val": [], "test": []}]}
+    for kind in settings["kinds"]:
+        maps, edits = make_virtual_maps(tmp_path, splits, 0, kind, settings, seed=0)
+        assert len(edits) > 100 and all(m.inst_map.shape == (1000, 1000) for m in maps.values()), kind
