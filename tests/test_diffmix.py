@@ -73,8 +73,11 @@ def test_balancing_replaces_majors_by_smaller_rare_donors_each_once():
     assert {e.donor_tile for e in edits} == {"a", "b"}
     # The type map follows the instance types, and every pasted nucleus sits where its major was.
     assert set(np.unique(virtual.type_map()[virtual.inst_map > 0])) <= {1, 2, 3, 4}
-    replaced_centroids = virtual.centroids()[virtual.inst_type == 1]
-    assert np.isin(np.round(replaced_centroids).astype(int), target_centroids.round().astype(int)).all()
+    # grad_mix.py's placement: box top-left at round(centroid) - ceil(side / 2), so an odd
+    # box (these disks) lands one pixel up and left of centred.
+    replaced = virtual.centroids()[virtual.inst_type == 1]
+    offsets = replaced[:, None, :] - target_centroids[None, :, :]
+    assert (np.abs(offsets + 1).max(axis=2) < 1e-9).any(axis=1).all()
 
 
 def test_balancing_leaves_border_nuclei_and_majors_without_a_fitting_donor():
@@ -255,6 +258,27 @@ def test_sdm_loads_a_checkpoint_file_and_its_decoder_follows_the_label_map(tmp_p
         network(x, t, y[:, :3])
 
 
+def test_sdm_gradient_checkpointing_changes_no_gradient():
+    import torch
+
+    from medaug.diffmix.sdm import SemanticUNet, semantic_condition
+
+    torch.manual_seed(0)
+    plain = tiny_sdm()
+    for parameter in plain.parameters():
+        parameter.data.normal_(0, 0.05)
+    checkpointed = SemanticUNet(**{**vars(plain.config), "gradient_checkpointing": True})
+    checkpointed.load_state_dict(plain.state_dict())
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 700])
+    y = semantic_condition(torch.randint(0, 3, (2, 1, 32, 32)), torch.randint(0, 5, (2, 1, 32, 32)), 3)
+    grads = []
+    for network in (plain, checkpointed):
+        network.train()
+        network(x, t, y).square().mean().backward()
+        grads.append([p.grad.clone() for p in network.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
 def test_semantic_condition_is_one_hot_types_then_both_sides_of_every_instance_edge():
     import torch
 
@@ -376,6 +400,15 @@ def toy_tiles(count=2, size=40, seed=0):
             }
         )
     return tiles
+
+
+def test_tile_crops_visit_every_tile_and_variant_once_per_epoch():
+    from medaug.diffmix.generator import TileCrops
+
+    crops = TileCrops(toy_tiles(count=3), 4, 32, 4, 0.0, 1000, seed=0)  # 18 pairs, 16 per epoch
+    first = [crops.item(i) for i in range(16)]
+    assert len(set(first)) == 16 and {t for t, _ in first} == {0, 1, 2}
+    assert [crops.item(i) for i in range(16, 32)] != first  # a new order each epoch
 
 
 def test_tile_crops_are_deterministic_dihedral_crops_with_the_label_drop():

@@ -283,6 +283,26 @@ def test_ema_follows_the_warmed_up_decay(tmp_path):
     assert_same(load_file(tmp_path / "out" / "net" / "diffusion_pytorch_model.safetensors"), expected)
 
 
+def test_ema_without_warmup_uses_the_constant_decay_from_the_initial_weights(tmp_path):
+    """guided-diffusion's EMA: it starts at the weights training starts from and every
+    update uses the configured rate."""
+    models, loss, make_batch, _ = linear_setup()
+    net = models["net"]
+    weights = []
+
+    def recording(index):
+        weights.append(params(net))
+        return make_batch(index)
+
+    no_warmup = settings(max_steps=3, ema_decay=0.2, ema_warmup=False)
+    train(models, ["net"], loss, recording, no_warmup, tmp_path / "state")
+    expected = weights[0]  # the initial weights
+    for current in [*weights[1:], params(net)]:
+        expected = {k: 0.2 * expected[k] + 0.8 * current[k] for k in expected}
+    export_models(models, ["net"], tmp_path / "out", tmp_path / "state")
+    assert_same(load_file(tmp_path / "out" / "net" / "diffusion_pytorch_model.safetensors"), expected)
+
+
 def test_unfinished_checkpoints_are_ignored_and_cleaned(tmp_path):
     models, loss, make_batch, _ = linear_setup()
     state = tmp_path / "state"

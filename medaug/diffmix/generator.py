@@ -21,6 +21,7 @@ import torch
 from medaug.diffmix.sdm import SemanticUNet, semantic_condition
 from medaug.diffusion.objectives import HybridLoss
 from medaug.diffusion.sampling import linear_betas
+from medaug.seeds import keyed_seed
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ def dihedral(array: np.ndarray, variant: int) -> np.ndarray:
 
 class TileCrops:
     """``make_batch(i)`` for the training loop: a deterministic function of the micro-step
-    ``i`` (tile, crop origin, variant and label drop drawn from ``(seed, i)``).
-    ``num_classes`` counts the merged types with the background (the official setting)."""
+    ``i``. As the official loader, an epoch visits every (tile, variant) pair once in a
+    random order (dropping the last incomplete batch); the crop origin, the timesteps, the
+    noise and the label drop are drawn per step from ``(seed, i)``. ``num_classes`` counts
+    the merged types with the background (the official setting)."""
 
     def __init__(
         self,
@@ -66,15 +69,23 @@ class TileCrops:
         if small:
             raise ValueError(f"tiles smaller than the crop size {crop_size}: {small[:3]}")
 
+    def item(self, index: int) -> tuple[int, int]:
+        """(tile, variant) of the ``index``-th sample of the run."""
+        pairs = len(self.tiles) * DIHEDRAL_VARIANTS
+        per_epoch = max(pairs // self.batch_size, 1) * self.batch_size
+        epoch, position = divmod(index, per_epoch)
+        pair = int(np.random.default_rng([self.seed, epoch, 1]).permutation(pairs)[position % pairs])
+        return divmod(pair, DIHEDRAL_VARIANTS)
+
     def __call__(self, step: int) -> dict:
         rng = np.random.default_rng([self.seed, step])
         images, types, instances = [], [], []
-        for _ in range(self.batch_size):
-            tile = self.tiles[rng.integers(len(self.tiles))]
+        for offset in range(self.batch_size):
+            tile_index, variant = self.item(step * self.batch_size + offset)
+            tile = self.tiles[tile_index]
             rows, cols = tile["image"].shape[:2]
             top = rng.integers(rows - self.crop_size + 1)
             left = rng.integers(cols - self.crop_size + 1)
-            variant = int(rng.integers(DIHEDRAL_VARIANTS))
             window = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
             images.append(dihedral(tile["image"][window], variant))
             types.append(dihedral(tile["type_map"][window], variant))
@@ -83,7 +94,7 @@ class TileCrops:
         type_map = torch.from_numpy(np.stack(types).astype(np.int64))[:, None]
         inst_map = torch.from_numpy(np.stack(instances).astype(np.int64))[:, None]
         condition = semantic_condition(type_map, inst_map, self.num_classes)
-        keep = torch.from_numpy((rng.random(self.batch_size) >= self.drop_rate).astype(np.float32))
+        keep = torch.from_numpy((rng.random(self.batch_size) > self.drop_rate).astype(np.float32))
         return {
             "image": image.contiguous(),
             "condition": condition * keep[:, None, None, None],
@@ -148,6 +159,7 @@ def train_sdm(
             learning_rate=stage_settings["learning_rate"],
             mixed_precision=settings["mixed_precision"],
             ema_decay=settings["ema_decay"],
+            ema_warmup=False,  # guided-diffusion's constant rate from the first step
             max_grad_norm=None,
             weight_decay=0.0,
             checkpointing_steps=settings["checkpointing_steps"],
@@ -160,7 +172,7 @@ def train_sdm(
             settings["batch_size"],
             stage_settings["drop_rate"],
             settings["schedule"]["num_train_timesteps"],
-            settings["seed"],
+            keyed_seed(settings["seed"], stage),  # fine-tuning sees other crops and noise than pretraining
         )
         identity = {**identity, stage: stage_settings}  # the finetune run depends on the pretrain run
         summaries[stage] = train(

@@ -99,13 +99,19 @@ def away_from_border(centroids: np.ndarray, shape: tuple[int, int], border_px: f
         return (x >= border_px) & (x <= width - border_px) & (y >= border_px) & (y <= height - border_px)
 
 
-def nuclei(tile: str, labels: LabelMap, centroids: np.ndarray, types: set[int], border_px: float) -> list[Nucleus]:
-    """The tile's nuclei of the given types away from the border, in id order."""
+def nuclei(
+    tile: str, labels: LabelMap, centroids: np.ndarray, types: set[int], border_px: float, whole: bool = False
+) -> list[Nucleus]:
+    """The tile's nuclei of the given types away from the border, in id order; ``whole``
+    also leaves out nuclei the tile edge cuts (their box touches it)."""
     eligible = away_from_border(centroids, labels.inst_map.shape, border_px)
     boxes = ndimage.find_objects(labels.inst_map, max_label=labels.count)
+    height, width = labels.inst_map.shape
     found = []
     for index, box in enumerate(boxes):
         if box is None or not eligible[index] or int(labels.inst_type[index]) not in types:
+            continue
+        if whole and (box[0].start == 0 or box[1].start == 0 or box[0].stop == height or box[1].stop == width):
             continue
         found.append(Nucleus(tile, index + 1, int(labels.inst_type[index]), labels.inst_map[box] == index + 1))
     return found
@@ -113,10 +119,12 @@ def nuclei(tile: str, labels: LabelMap, centroids: np.ndarray, types: set[int], 
 
 def paste(inst_map: np.ndarray, mask: np.ndarray, center_xy: tuple[float, float], instance: int) -> np.ndarray:
     """Write ``instance`` into ``inst_map`` where ``mask`` lands with its box centred on
-    ``center_xy`` (rounded), clipped at the tile edge; returns the pasted pixels."""
+    ``center_xy`` (rounded; an odd side puts the extra pixel after the centre, as
+    ``grad_mix.py``'s ``int(round(c) - h / 2)``), clipped at the tile edge; returns the
+    pasted pixels."""
     height, width = mask.shape
-    top = int(round(center_xy[1])) - height // 2
-    left = int(round(center_xy[0])) - width // 2
+    top = int(round(center_xy[1])) - (height + 1) // 2
+    left = int(round(center_xy[0])) - (width + 1) // 2
     canvas = np.zeros(inst_map.shape, dtype=bool)
     rows = slice(max(top, 0), min(top + height, inst_map.shape[0]))
     cols = slice(max(left, 0), min(left + width, inst_map.shape[1]))
@@ -198,7 +206,10 @@ def balancing_map(
             )
         )
         inst_type[instance - 1] = rare
-    return relabel(inst_map, inst_type), edits
+    # A later paste can cover an earlier one completely (as in the official code): that
+    # nucleus is gone, and so is its edit.
+    present = set(np.unique(inst_map).tolist())
+    return relabel(inst_map, inst_type), [edit for edit in edits if edit.instance in present]
 
 
 def enlarging_map(
@@ -210,9 +221,10 @@ def enlarging_map(
 ) -> tuple[LabelMap, list[Edit]]:
     """The paper's second kind of virtual map, which the official code lacks: the tile's
     nuclei kept as they are, plus ``added_fraction`` times as many nuclei from the other
-    training tiles, each class drawn equally often, each pasted at a random background
-    position where it keeps ``gap_px`` from every nucleus (tries that do not fit are
-    skipped). ``donor_tiles``: every training tile's nuclei of all classes."""
+    training tiles, the classes in turn, each pasted at a random background position where
+    it keeps ``gap_px`` from every nucleus; a nucleus that does not fit in
+    ``tries_per_nucleus`` tries is skipped. ``donor_tiles``: every training tile's whole
+    nuclei of all classes."""
     by_class: dict[int, list[Nucleus]] = {}
     for name, found in donor_tiles.items():
         if name != tile:
@@ -228,19 +240,20 @@ def enlarging_map(
     gap = settings["gap_px"]
     height, width = inst_map.shape
     edits = []
-    for _ in range(wanted * settings["tries_per_nucleus"]):
-        if len(edits) == wanted or not classes:
-            break
-        kind = classes[len(edits) % len(classes)] if settings["class_balanced"] else None
-        candidates = by_class[kind] if kind is not None else [d for c in classes for d in by_class[c]]
-        donor = candidates[rng.integers(len(candidates))]
-        rows, cols = donor.mask.shape
-        top = int(round(rng.uniform(0, height))) - rows // 2
-        left = int(round(rng.uniform(0, width))) - cols // 2
-        if top < 0 or left < 0 or top + rows > height or left + cols > width:  # cut by the edge
-            continue
-        window = (slice(top, top + rows), slice(left, left + cols))
-        if (occupied[window] & donor.mask).any():  # touching a nucleus or its gap
+    everything = [d for c in classes for d in by_class[c]]
+    for slot in range(wanted if classes else 0):
+        candidates = by_class[classes[slot % len(classes)]] if settings["class_balanced"] else everything
+        for _ in range(settings["tries_per_nucleus"]):
+            donor = candidates[rng.integers(len(candidates))]
+            rows, cols = donor.mask.shape
+            top = int(round(rng.uniform(0, height))) - (rows + 1) // 2
+            left = int(round(rng.uniform(0, width))) - (cols + 1) // 2
+            if top < 0 or left < 0 or top + rows > height or left + cols > width:  # cut by the edge
+                continue
+            window = (slice(top, top + rows), slice(left, left + cols))
+            if not (occupied[window] & donor.mask).any():  # clear of every nucleus and its gap
+                break
+        else:
             continue
         instance = len(inst_type) + 1
         inst_map[window][donor.mask] = instance
@@ -278,7 +291,7 @@ def make_virtual_maps(
         }
     elif kind == "enlarging":
         donors = {
-            name: nuclei(name, labels, centroids, set(np.unique(labels.inst_type).tolist()) - {0}, 0.0)
+            name: nuclei(name, labels, centroids, set(np.unique(labels.inst_type).tolist()) - {0}, 0.0, whole=True)
             for name, (labels, centroids) in tiles.items()
         }
     else:

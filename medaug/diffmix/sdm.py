@@ -156,6 +156,8 @@ class AttentionBlock(nn.Module):
 
     def __init__(self, channels: int, head_channels: int):
         super().__init__()
+        if head_channels < 1 or channels % head_channels:
+            raise ValueError(f"{channels} channels do not split into heads of {head_channels}")
         self.heads = channels // head_channels
         self.norm = GroupNorm32(GROUPS, channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
@@ -203,6 +205,7 @@ class SemanticUNet(FolderModule):
         dropout: float = 0.0,
         in_channels: int = 3,
         out_channels: int = 6,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         mult = tuple(channel_mult) if channel_mult else CHANNEL_MULT[image_size]
@@ -218,7 +221,11 @@ class SemanticUNet(FolderModule):
             dropout=dropout,
             in_channels=in_channels,
             out_channels=out_channels,
+            gradient_checkpointing=gradient_checkpointing,
         )
+        # Recompute each block's activations in the backward pass instead of keeping them
+        # (the official use_checkpoint): the same gradients in far less memory.
+        self.gradient_checkpointing = gradient_checkpointing
         self.label_channels = label_channels
         self.model_channels = model_channels
         emb = 4 * model_channels
@@ -269,14 +276,21 @@ class SemanticUNet(FolderModule):
         if y.shape[1] != self.label_channels or y.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"label map of shape {tuple(y.shape)} for images of shape {tuple(x.shape)}")
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        run = self._checkpointed if self.gradient_checkpointing and self.training else Stage.__call__
         h, skips = x, []
         for block in self.input_blocks:
-            h = block(h, emb, y)
+            h = run(block, h, emb, y)
             skips.append(h)
-        h = self.middle_block(h, emb, y)
+        h = run(self.middle_block, h, emb, y)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, y)
+            h = run(block, torch.cat([h, skips.pop()], dim=1), emb, y)
         return self.out(h)
+
+    @staticmethod
+    def _checkpointed(block: Stage, h: torch.Tensor, emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(block, h, emb, y, use_reentrant=False)
 
 
 def instance_edges(inst_map: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,9 @@ class TrainingSettings:
     # "auto": bf16 on CUDA where supported, else fp16; fp32 on CPU whatever is asked.
     mixed_precision: str = "auto"
     ema_decay: float | None = None  # None disables EMA (the papers' configs set it)
+    # True: diffusers' warm-up (decay min(ema_decay, (1 + n) / (10 + n))); False: the constant
+    # decay from the first update, as guided-diffusion (the EMA starts at the initial weights).
+    ema_warmup: bool = True
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = 2
     max_grad_norm: float | None = 1.0
@@ -263,19 +266,24 @@ def _load_weights(model: torch.nn.Module, folder: Path) -> None:
 class _Ema:
     """Exponential moving average of a model's parameters.
 
-    The decay warms up as in diffusers' ``EMAModel`` (the default of its training examples):
-    ``min(decay, (1 + n) / (10 + n))`` at update ``n + 1``, the first update copying the
-    weights, so that the EMA is useful after short runs too. Own code rather than
+    With ``warmup`` the decay warms up as in diffusers' ``EMAModel`` (the default of its
+    training examples): ``min(decay, (1 + n) / (10 + n))`` at update ``n + 1``, the first
+    update copying the weights, so that the EMA is useful after short runs too. Without,
+    every update uses ``decay`` and the EMA starts at the weights training starts from
+    (guided-diffusion's ``update_ema``). Own code rather than
     ``EMAModel`` to keep shadow weights keyed by parameter name (safe to save and swap in)
     and to avoid importing transformers.
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
         self.decay = decay
+        self.warmup = warmup
         self.optimization_step = 0
         self.shadow = {name: p.detach().clone() for name, p in model.named_parameters()}
 
     def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
         n = self.optimization_step - 1
         return 0.0 if n <= 0 else min(self.decay, (1 + n) / (10 + n))
 
@@ -478,7 +486,7 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     emas: dict[str, _Ema] = {}
     if settings.ema_decay is not None:
-        emas = {name: _Ema(models[name], settings.ema_decay) for name in trainable}
+        emas = {name: _Ema(models[name], settings.ema_decay, settings.ema_warmup) for name in trainable}
 
     identity = run_identity(settings, identity)
     _discard_other_runs(state_dir, identity, settings.max_steps)

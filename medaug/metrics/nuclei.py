@@ -6,7 +6,10 @@ IoU 0.5 (MONAI's panoptic quality, binary: every nucleus one class). Pooled over
 of a set: detection F_d, type accuracy and the per-class F_c, after pairing each true
 nucleus' centroid with a predicted one (Hungarian assignment on Euclidean distance, pairs
 farther than ``radius`` = 12 px dropped). A nucleus' type is the most frequent non-zero
-type of its pixels.
+type of its pixels, and its centroid the mean of its pixels, for the truth too (HoVer-Net
+reads the truth's from the label file's ``inst_type`` and ``inst_centroid``, which the
+dataset loader checks against the maps). An image without nuclei adds none (HoVer-Net adds
+a dummy nucleus of type 0 at (0, 0)); AJI+ is not computed.
 
 F_c of type t (HoVer-Net's weighted F1) counts, among paired nuclei where the true or the
 predicted type is t: TP (both t), TN (neither t, so always 0 after that filter), FP (only
@@ -31,19 +34,31 @@ def instance_ids(inst_map: np.ndarray) -> np.ndarray:
 
 
 def instance_types(inst_map: np.ndarray, type_map: np.ndarray) -> dict[int, int]:
-    """Each instance's most frequent non-zero type (0 if all its pixels say background)."""
-    types = {}
-    for instance in instance_ids(inst_map):
-        values = type_map[inst_map == instance]
-        values = values[values > 0]
-        types[int(instance)] = int(np.bincount(values).argmax()) if values.size else 0
-    return types
+    """Each instance's most frequent non-zero type, the lowest on a tie (0 if all its pixels
+    say background)."""
+    ids = instance_ids(inst_map)
+    if not len(ids):
+        return {}
+    inside = inst_map > 0
+    types = type_map[inside].astype(np.int64)
+    top = int(types.max()) + 1
+    votes = np.bincount(inst_map[inside].astype(np.int64) * top + types, minlength=(int(ids.max()) + 1) * top)
+    votes = votes.reshape(-1, top)
+    votes[:, 0] = 0  # background pixels inside a nucleus do not vote
+    return {int(i): int(votes[i].argmax()) if votes[i].any() else 0 for i in ids}
 
 
 def instance_centroids(inst_map: np.ndarray) -> dict[int, np.ndarray]:
     """Each instance's centroid as (x, y)."""
+    ids = instance_ids(inst_map)
+    if not len(ids):
+        return {}
     rows, cols = np.indices(inst_map.shape)
-    return {int(i): np.array([cols[inst_map == i].mean(), rows[inst_map == i].mean()]) for i in instance_ids(inst_map)}
+    flat = inst_map.ravel().astype(np.int64)
+    area = np.bincount(flat)
+    x = np.bincount(flat, cols.ravel()) / np.maximum(area, 1)
+    y = np.bincount(flat, rows.ravel()) / np.maximum(area, 1)
+    return {int(i): np.array([x[i], y[i]]) for i in ids}
 
 
 def binary_dice(true_inst: np.ndarray, pred_inst: np.ndarray) -> float:
@@ -125,8 +140,9 @@ class TypeCounts:
     def add(self, true_types: list[int], pred_types: list[int], true_index: np.ndarray, pred_index: np.ndarray):
         self.paired_true += [true_types[i] for i in true_index]
         self.paired_pred += [pred_types[i] for i in pred_index]
-        self.unpaired_true += [t for i, t in enumerate(true_types) if i not in set(true_index.tolist())]
-        self.unpaired_pred += [t for i, t in enumerate(pred_types) if i not in set(pred_index.tolist())]
+        paired_true, paired_pred = set(true_index.tolist()), set(pred_index.tolist())
+        self.unpaired_true += [t for i, t in enumerate(true_types) if i not in paired_true]
+        self.unpaired_pred += [t for i, t in enumerate(pred_types) if i not in paired_pred]
 
     def detection_f1(self) -> float:
         tp, fp, fn = len(self.paired_true), len(self.unpaired_pred), len(self.unpaired_true)
