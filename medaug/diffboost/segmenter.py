@@ -20,7 +20,6 @@ import copy
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from medaug.diffboost import stages
 from medaug.diffboost.scoring import score_cases
 from medaug.diffboost.slices import PROTOCOL_ROLES, SliceData
 from medaug.io import read_json
+from medaug.monai_imports import import_monai
 from medaug.stage import Job, Stage
 
 log = logging.getLogger(__name__)
@@ -53,25 +53,11 @@ class Variant:
     alpha: float = 0.6
 
 
-def _import_monai() -> None:
-    """Import MONAI without transformers unless that is loaded already: ``import monai``
-    loads every network, and TransCheX's optional BERT import costs about 3.5 s of each
-    segmenter job for a model no arm builds. MONAI records the failed optional import and
-    raises only if TransCheX is built; transformers stays importable afterwards."""
-    if "monai" in sys.modules or "transformers" in sys.modules:
-        return
-    sys.modules["transformers"] = None  # makes `import transformers` raise ImportError
-    try:
-        import monai  # noqa: F401
-    finally:
-        del sys.modules["transformers"]
-
-
 def build_network(architecture: str, image_size: int, channels: list[int], strides: list[int]) -> torch.nn.Module:
     """2D MONAI network with 1 input channel and 2 output classes (background, foreground),
     configured as the official ``default_network_configs.yaml``: ResUNet is MONAI's UNet
     with one residual unit per block; UNETR and SwinUNETR keep MONAI's defaults."""
-    _import_monai()
+    import_monai()
     from monai.networks import nets
 
     if architecture == "AttentionUnet":
