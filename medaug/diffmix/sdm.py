@@ -18,8 +18,8 @@ the official list at the paper configuration). Written from the description of t
   the concatenation [features, skip], attention at the attention resolutions, and a SPADE
   residual up-sampling block (nearest) closing every level but the first;
 - SPADE norm: group norm without affine, then ``x (1 + γ(y)) + β(y)`` with γ, β two 3×3
-  convolutions on a shared 3×3 convolution (128 channels) + ReLU of the label map resized
-  (nearest) to the features;
+  convolutions on a shared 3×3 convolution (``spade_hidden`` channels, official 128) +
+  ReLU of the label map resized (nearest) to the features;
 - attention: the legacy QKV layout (per head [q, k, v] contiguous), 64 channels per head;
 - output: group norm, SiLU, zero-initialised 3×3 convolution to ``out_channels`` (6: the
   noise and the learned-variance interpolation of each RGB channel).
@@ -71,12 +71,12 @@ def zero_module(module: nn.Module) -> nn.Module:
 
 
 class SPADEGroupNorm(nn.Module):
-    def __init__(self, channels: int, label_channels: int, eps: float = 1e-5):
+    def __init__(self, channels: int, label_channels: int, hidden: int = SPADE_HIDDEN, eps: float = 1e-5):
         super().__init__()
         self.norm = nn.GroupNorm(GROUPS, channels, affine=False, eps=eps)
-        self.mlp_shared = nn.Sequential(nn.Conv2d(label_channels, SPADE_HIDDEN, 3, padding=1), nn.ReLU())
-        self.mlp_gamma = nn.Conv2d(SPADE_HIDDEN, channels, 3, padding=1)
-        self.mlp_beta = nn.Conv2d(SPADE_HIDDEN, channels, 3, padding=1)
+        self.mlp_shared = nn.Sequential(nn.Conv2d(label_channels, hidden, 3, padding=1), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.mlp_beta = nn.Conv2d(hidden, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         hidden = self.mlp_shared(F.interpolate(y, size=x.shape[-2:], mode="nearest"))
@@ -127,15 +127,22 @@ class SDMResBlock(nn.Module):
     """Middle/decoder residual block: both norms are SPADE norms of the label map."""
 
     def __init__(
-        self, channels: int, emb_channels: int, out_channels: int, label_channels: int, dropout: float, up: bool = False
+        self,
+        channels: int,
+        emb_channels: int,
+        out_channels: int,
+        label_channels: int,
+        dropout: float,
+        up: bool = False,
+        spade_hidden: int = SPADE_HIDDEN,
     ):
         super().__init__()
-        self.in_norm = SPADEGroupNorm(channels, label_channels)
+        self.in_norm = SPADEGroupNorm(channels, label_channels, spade_hidden)
         self.in_layers = nn.Sequential(nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
         self.resample = up
         self.h_upd = self.x_upd = _resample(up, False)
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels))
-        self.out_norm = SPADEGroupNorm(out_channels, label_channels)
+        self.out_norm = SPADEGroupNorm(out_channels, label_channels, spade_hidden)
         self.out_layers = nn.Sequential(
             nn.SiLU(), nn.Dropout(dropout), zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         )
@@ -206,6 +213,7 @@ class SemanticUNet(FolderModule):
         in_channels: int = 3,
         out_channels: int = 6,
         gradient_checkpointing: bool = False,
+        spade_hidden: int = SPADE_HIDDEN,
     ):
         super().__init__()
         mult = tuple(channel_mult) if channel_mult else CHANNEL_MULT[image_size]
@@ -222,6 +230,7 @@ class SemanticUNet(FolderModule):
             in_channels=in_channels,
             out_channels=out_channels,
             gradient_checkpointing=gradient_checkpointing,
+            spade_hidden=spade_hidden,
         )
         # Recompute each block's activations in the backward pass instead of keeping them
         # (the official use_checkpoint): the same gradients in far less memory.
@@ -249,21 +258,21 @@ class SemanticUNet(FolderModule):
                 ds *= 2
 
         self.middle_block = Stage(
-            SDMResBlock(ch, emb, ch, label_channels, dropout),
+            SDMResBlock(ch, emb, ch, label_channels, dropout, spade_hidden=spade_hidden),
             AttentionBlock(ch, num_head_channels),
-            SDMResBlock(ch, emb, ch, label_channels, dropout),
+            SDMResBlock(ch, emb, ch, label_channels, dropout, spade_hidden=spade_hidden),
         )
 
         self.output_blocks = nn.ModuleList()
         for level, factor in reversed(list(enumerate(mult))):
             for index in range(num_res_blocks + 1):
                 out = int(model_channels * factor)
-                layers = [SDMResBlock(ch + skips.pop(), emb, out, label_channels, dropout)]
+                layers = [SDMResBlock(ch + skips.pop(), emb, out, label_channels, dropout, spade_hidden=spade_hidden)]
                 ch = out
                 if ds in attention_ds:
                     layers.append(AttentionBlock(ch, num_head_channels))
                 if level and index == num_res_blocks:
-                    layers.append(SDMResBlock(ch, emb, ch, label_channels, dropout, up=True))
+                    layers.append(SDMResBlock(ch, emb, ch, label_channels, dropout, up=True, spade_hidden=spade_hidden))
                     ds //= 2
                 self.output_blocks.append(Stage(*layers))
 
