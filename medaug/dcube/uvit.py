@@ -21,25 +21,13 @@ it, but a plain ``nn.Module``: the classifier jobs need not import diffusers (3.
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medaug.diffusion.modules import FolderModule
-
-
-def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of integer timesteps, cosines first (as the official code)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
-    args = timesteps.float()[:, None] * freqs[None]
-    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
-    return embedding
+from medaug.diffusion.modules import FolderModule, timestep_embedding
 
 
 class Attention(nn.Module):

@@ -38,23 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medaug.diffusion.modules import FolderModule
+from medaug.diffusion.modules import FolderModule, timestep_embedding
 
 SPADE_HIDDEN = 128
 GROUPS = 32
 # Channel multipliers per level, by image size, as guided-diffusion chooses them.
 CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
-
-
-def timestep_embedding(steps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """[cos | sin] of the steps at ``dim // 2`` geometrically spaced frequencies."""
-    half = dim // 2
-    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=steps.device) / half)
-    angles = steps[:, None].float() * frequencies[None]
-    embedding = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
-    if dim % 2:
-        embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
-    return embedding
 
 
 class GroupNorm32(nn.GroupNorm):
