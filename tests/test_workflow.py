@@ -85,12 +85,11 @@ def test_demo_runs_diffboost_to_its_tables_and_figures(demo_run):
     counts = json.loads((base / "spleen" / "fold0" / "synthetic" / "ratio2" / "counts.json").read_text())
     assert counts["per_slice_min"] == counts["per_slice_max"] == 2 and counts["reused_images"] == counts["new_images"]
     # The demo's segmenters learn (a mean-mask predictor scores below 0.3, tests/test_demo.py):
-    # every lesion case's Dice under both protocols is at least 0.75 for the baseline and the
-    # nnU-Net arm at ratio 0. BUSI's normal images (no lesion) score 0 on any false-positive
-    # pixel, hence per lesion case.
-    learned = metrics[metrics.variant.isin(["baseline", "nnunet_r0"]) & ~metrics.case_id.str.startswith("normal")]
+    # the baseline and the nnU-Net arm at ratio 0 reach a mean Dice of 0.80 on every dataset
+    # under both protocols.
+    learned = metrics[metrics.variant.isin(["baseline", "nnunet_r0"])]
     per_run = learned.groupby(["dataset", "variant", "protocol"]).dice.mean()
-    assert (per_run >= 0.75).all(), per_run
+    assert (per_run >= 0.80).all(), per_run
     assert len(per_run) == 2 * 3 + 1, per_run  # both protocols per dataset, nnU-Net on spleen (clean)
 
 
