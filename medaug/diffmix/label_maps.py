@@ -84,6 +84,8 @@ class Nucleus:
     instance: int
     type: int
     mask: np.ndarray  # bool, bounding box of the nucleus
+    centroid: tuple[float, float] = (float("nan"), float("nan"))  # (x, y) as stored in the label file
+    origin: tuple[int, int] = (0, 0)  # (row, col) of the mask's box in its tile
     area: int = field(init=False)
 
     def __post_init__(self):
@@ -113,7 +115,10 @@ def nuclei(
             continue
         if whole and (box[0].start == 0 or box[1].start == 0 or box[0].stop == height or box[1].stop == width):
             continue
-        found.append(Nucleus(tile, index + 1, int(labels.inst_type[index]), labels.inst_map[box] == index + 1))
+        mask = labels.inst_map[box] == index + 1
+        centroid = tuple(map(float, centroids[index]))
+        origin = (box[0].start, box[1].start)
+        found.append(Nucleus(tile, index + 1, int(labels.inst_type[index]), mask, centroid, origin))
     return found
 
 
@@ -147,6 +152,78 @@ class Edit:
     donor_area: int
 
 
+def _window(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """``image[top:top + height, left:left + width]``, edge-padded where it leaves the image."""
+    rows = np.clip(np.arange(top, top + height), 0, image.shape[0] - 1)
+    cols = np.clip(np.arange(left, left + width), 0, image.shape[1] - 1)
+    return image[np.ix_(rows, cols)]
+
+
+class GradMixImage:
+    """GradMix's blended image of one tile (``grad_mix.py``'s ``final``), built edit by edit
+    beside its balancing map. For each replaced nucleus the donor tile's window of the size
+    of the major nucleus dilated twice, placed so that the donor nucleus' pixels land on
+    its pasted label (the official window is centred on the donor's stored centroid, up
+    to 2 px off the label), with the donor nucleus' pixels moved halfway to this tile's
+    mean nuclear colour, replaces the dilated major's box in a copy of the original tile; that copy is blended into the
+    running image with weight 1 on the pasted nucleus, falling linearly with the chessboard
+    distance to it across the ring (the dilated major and the pasted nucleus, minus the
+    pasted nucleus), by the official formula (which applies the ring weight twice); then
+    the ring is median-smoothed (disk 1 on red and green, disk 5 on blue)."""
+
+    def __init__(self, image: np.ndarray, labels: LabelMap, donor_images: dict, donor_maps: dict):
+        self.original = image[..., :3].astype(np.float32)
+        self.final = image[..., :3].astype(np.uint8).copy()
+        nuclear = labels.inst_map > 0
+        self.mean_colour = self.original[nuclear].mean(axis=0) if nuclear.any() else np.zeros(3, np.float32)
+        self.donor_images, self.donor_maps = donor_images, donor_maps
+
+    def add(self, dilated: np.ndarray, translated: np.ndarray, donor: Nucleus, paste_origin: tuple[int, int]) -> None:
+        """Blend one edit: ``dilated`` (the major nucleus dilated) and ``translated`` (the
+        pasted donor, its box at ``paste_origin`` before any clipping at the tile edge) are
+        boolean masks of the whole tile."""
+        from skimage.filters import median
+        from skimage.morphology import disk
+
+        if not translated.any():
+            return
+        rows, cols = np.nonzero(dilated)
+        top1, left1 = int(rows.min()), int(cols.min())
+        height, width = int(rows.max()) + 1 - top1, int(cols.max()) + 1 - left1
+        top2 = donor.origin[0] - (paste_origin[0] - top1)
+        left2 = donor.origin[1] - (paste_origin[1] - left1)
+        window = _window(self.donor_images[donor.tile][..., :3], top2, left2, height, width).astype(np.float32)
+        own = _window(self.donor_maps[donor.tile], top2, left2, height, width) == donor.instance
+        window[own] = (window[own] + self.mean_colour) / 2
+
+        union = dilated | translated
+        rows, cols = np.nonzero(union)
+        margin = 6  # the disk-5 median reads 5 px around the ring
+        region = (
+            slice(max(int(rows.min()) - margin, 0), min(int(rows.max()) + 1 + margin, union.shape[0])),
+            slice(max(int(cols.min()) - margin, 0), min(int(cols.max()) + 1 + margin, union.shape[1])),
+        )
+        pasted = self.original[region].copy()
+        r0, c0 = region[0].start, region[1].start
+        pasted[top1 - r0 : top1 - r0 + height, left1 - c0 : left1 - c0 + width] = window
+        inside, union_local = translated[region], union[region]
+        ring = union_local & ~inside
+        weight = ndimage.distance_transform_cdt(~inside, metric="chessboard").astype(np.float32)
+        weight[~union_local] = 0
+        if ring.any():
+            weight[ring] -= 1
+            top = weight[ring].max()
+            weight[ring] = 1 - (weight[ring] / top if top > 0 else 0)
+        weight[inside] = 1
+        final = self.final[region].astype(np.float32)
+        m, t, r, w = union_local[..., None], inside[..., None], ring[..., None], weight[..., None]
+        final = final * (1 - m) + pasted * t + pasted * (w * r) + final * ((1 - w) * r)
+        final = np.clip(pasted * w + final * (1 - w), 0, 255).astype(np.uint8)
+        smooth = np.stack([median(final[..., c], disk(radius)) for c, radius in enumerate((1, 1, 5))], axis=-1)
+        final[ring] = smooth[ring]
+        self.final[region] = final
+
+
 def balancing_map(
     tile: str,
     labels: LabelMap,
@@ -154,9 +231,11 @@ def balancing_map(
     donor_tiles: dict[str, list[Nucleus]],
     rng: np.random.Generator,
     settings: dict,
+    image: GradMixImage | None = None,
 ) -> tuple[LabelMap, list[Edit]]:
-    """GradMix's label map for one training tile. ``donor_tiles``: the rare-class nuclei of
-    every training tile (this one included), as :func:`nuclei` returns them;
+    """GradMix's label map for one training tile (and, given ``image``, its blended image).
+    ``donor_tiles``: the rare-class nuclei of every training tile (this one included), as
+    :func:`nuclei` returns them;
     ``settings``: ``rare_class``, ``border_px``, ``replace_fraction``, ``size_ratio``,
     ``dilation_iterations``, ``same_tile_donors_first``."""
     rare = settings["rare_class"]
@@ -193,7 +272,14 @@ def balancing_map(
             continue
         donor = pool.pop(pick)
         inst_map[box][inst_map[box] == instance] = 0
-        paste(inst_map, donor.mask, tuple(centroids[instance - 1]), instance)
+        center = tuple(centroids[instance - 1])
+        translated = paste(inst_map, donor.mask, center, instance)
+        if image is not None:
+            dilated = np.zeros_like(translated)
+            dilated[padded] = ndimage.binary_dilation(own, structure, iterations=grow) if grow else own
+            rows, cols = donor.mask.shape
+            origin = (int(round(center[1])) - (rows + 1) // 2, int(round(center[0])) - (cols + 1) // 2)
+            image.add(dilated, translated, donor, origin)
         edits.append(
             Edit(
                 instance,
@@ -276,13 +362,26 @@ def load_tile(prepared_dir: str | Path, tile: str) -> tuple[LabelMap, np.ndarray
 
 
 def make_virtual_maps(
-    prepared_dir: str | Path, splits: dict, fold: int, kind: str, settings: dict, seed: int
+    prepared_dir: str | Path,
+    splits: dict,
+    fold: int,
+    kind: str,
+    settings: dict,
+    seed: int,
+    blended: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, LabelMap], pd.DataFrame]:
     """The virtual map of ``kind`` (``balancing`` or ``enlarging``) of every training tile
     of the fold, with donors from those tiles only (never a validation or test tile);
-    returns the maps and one row per edit."""
+    returns the maps and one row per edit. Given a ``blended`` dict and balancing maps, it
+    also fills in each tile's GradMix image (:class:`GradMixImage`)."""
     training_tiles = splits["folds"][fold]["train"]
     tiles = {name: load_tile(prepared_dir, name) for name in training_tiles}
+    images = {}
+    if blended is not None and kind == "balancing":
+        for name in training_tiles:
+            with np.load(Path(prepared_dir) / "tiles" / f"{name}.npz") as data:
+                images[name] = data["image"]
+    inst_maps = {name: labels.inst_map for name, (labels, _) in tiles.items()}
     rare = settings["rare_class"]
     if kind == "balancing":
         donors = {
@@ -300,7 +399,10 @@ def make_virtual_maps(
     for index, (name, (labels, centroids)) in enumerate(tiles.items()):
         rng = np.random.default_rng([seed, index])
         if kind == "balancing":
-            maps[name], edits = balancing_map(name, labels, centroids, donors, rng, settings)
+            image = GradMixImage(images[name], labels, images, inst_maps) if images else None
+            maps[name], edits = balancing_map(name, labels, centroids, donors, rng, settings, image)
+            if image is not None:
+                blended[name] = image.final
         else:
             maps[name], edits = enlarging_map(name, labels, donors, rng, settings["enlarging"])
         rows += [{"tile": name, **edit.__dict__} for edit in edits]
@@ -324,7 +426,8 @@ def _write_maps(job: Job) -> dict:
     kind = job.wildcards["map_kind"]
     if meta["rare_class"] != settings["rare_class"]:
         log.info("rare class %s (config) while the prepared data marks %s", settings["rare_class"], meta["rare_class"])
-    maps, edits = make_virtual_maps(prepared, splits, 0, kind, settings, keyed_seed(settings["seed"], kind))
+    blended: dict[str, np.ndarray] = {}
+    maps, edits = make_virtual_maps(prepared, splits, 0, kind, settings, keyed_seed(settings["seed"], kind), blended)
     classes = sorted(int(c) for c in meta["labels"] if int(c) != 0)
     real = {name: load_tile(prepared, name)[0] for name in maps}
     record = {
@@ -345,6 +448,7 @@ def _write_maps(job: Job) -> dict:
                 type_map=labels.type_map(),
                 inst_type=labels.inst_type,
                 inst_centroid=labels.centroids(),
+                **({"image": blended[name]} if name in blended else {}),  # the GradMix image
             )
         edits.to_csv(tmp / "edits.tsv", sep="\t", index=False)
         write_json(tmp / "counts.json", record)
