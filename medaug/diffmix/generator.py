@@ -18,14 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medaug.diffmix.sdm import SemanticUNet, semantic_condition
+from medaug.diffmix import stages
+from medaug.diffmix.sdm import SemanticUNet, load_official_checkpoint, semantic_condition
 from medaug.diffusion.objectives import HybridLoss
 from medaug.diffusion.sampling import linear_betas
+from medaug.io import atomic_output, read_json, write_json
 from medaug.seeds import keyed_seed
+from medaug.stage import Job, Stage
 
 log = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "finetune")
+MODEL_DIR, META = "sdm", "meta.json"
 DIHEDRAL_VARIANTS = 6
 
 
@@ -187,3 +191,53 @@ def train_sdm(
             identity=identity,
         )
     return network, summaries
+
+
+def train_generator(job: Job) -> dict:
+    """The dataset's SDM as a model folder: trained on the fold's training tiles (the
+    validation and test tiles never reach it), or the official checkpoint loaded."""
+    from medaug.diffusion.training import export_models
+
+    settings = job.settings
+    prepared = Path(job.inputs["prepared"])
+    meta = read_json(prepared / "meta.json")
+    num_classes = len(meta["labels"])  # the merged types with the background
+    tile_names = read_json(job.inputs["splits"])["folds"][0]["train"]
+    state_dir = Path(settings["state_dir"])
+    record = {"dataset": job.wildcards["dataset"], "labels": meta["labels"], "schedule": settings["schedule"]}
+    if settings["checkpoint"]:
+        torch.manual_seed(settings["seed"])
+        network = build_sdm(settings, num_classes)
+        load_official_checkpoint(network, settings["checkpoint"])
+        log.info("loaded the official SDM checkpoint %s (no training)", settings["checkpoint"])
+        record |= {"checkpoint": str(settings["checkpoint"]), "training_tiles": None, "training": None}
+        export_from = None
+    else:
+        tiles = load_tiles(prepared, tile_names)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        log.info(
+            "SDM on %d training tiles, %d px crops, batch %d: %d + %d steps",
+            len(tiles),
+            settings["crop_size"],
+            settings["batch_size"],
+            settings["pretrain"]["steps"],
+            settings["finetune"]["steps"],
+        )
+        network, summaries = train_sdm(tiles, num_classes, settings, state_dir, device)
+        record |= {"checkpoint": None, "training_tiles": tile_names, "training": summaries}
+        export_from = state_dir / STAGES[-1]
+    with atomic_output(job.outputs["generator"], directory=True) as tmp:
+        export_models({MODEL_DIR: network}, [MODEL_DIR], tmp, export_from)
+        write_json(tmp / META, record)
+    return record
+
+
+def load_generator(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SemanticUNet, dict]:
+    """The exported SDM (eval mode, on ``device``) and its meta record."""
+    folder = Path(folder)
+    network = SemanticUNet.from_pretrained(folder / MODEL_DIR).to(device).eval()
+    return network, read_json(folder / META)
+
+
+GENERATOR = Stage(stages.GENERATOR, train_generator)
+generator_entry = GENERATOR.entry

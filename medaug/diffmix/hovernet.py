@@ -95,7 +95,11 @@ def patch_targets(patches: np.ndarray, num_types: int, out_size: int) -> dict[st
     types = _centre_crop(patches[..., 4].astype(np.int64), out_size)
     if types.max() >= num_types:
         raise ValueError(f"type {int(types.max())} in the patches, but {num_types} types with the background")
-    hover = np.stack([np.asarray(ComputeHoVerMaps()(i[None])) for i in inst]).astype(np.float32)
+    # Distance maps of the whole patch, then cropped: a nucleus the crop cuts keeps its
+    # centre (hover_net computes them before cropping too).
+    whole = patches[..., 3].astype(np.int64)
+    hover = np.stack([np.asarray(ComputeHoVerMaps()(i[None])) for i in whole]).astype(np.float32)
+    hover = _centre_crop(hover, out_size)
     nucleus = torch.from_numpy((inst > 0).astype(np.int64))
     return {
         "image": image,
@@ -112,17 +116,24 @@ def hovernet_loss(weights: dict | None = None):
     return HoVerNetLoss(**(weights or OFFICIAL_LOSS_WEIGHTS))
 
 
-def instances(output: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+# hover_net's process_np_hv: Sobel kernel 21 on the distance maps, objects and markers under
+# 10 px removed, markers where the border energy stays below 0.4, opened with a radius-2 disk.
+OFFICIAL_POST_PROCESSING = {"sobel_kernel_size": 21, "min_object_size": 10, "marker_threshold": 0.4, "marker_radius": 2}
+
+
+def instances(output: dict[str, torch.Tensor], post_processing: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One image's instance and type maps from the network's outputs (logits, without the
     batch axis), by MONAI's HoVer-Net post-processing (marker-controlled watershed on the
     nucleus probability and the gradients of the distance maps; each nucleus typed by the
-    majority of its pixels' types)."""
+    majority of its pixels' types). ``post_processing``: its sizes and thresholds
+    (:data:`OFFICIAL_POST_PROCESSING` by default)."""
     import_monai()
     from monai.apps.pathology.transforms.post.array import (
         HoVerNetInstanceMapPostProcessing,
         HoVerNetNuclearTypePostProcessing,
     )
 
-    info, inst_map = HoVerNetInstanceMapPostProcessing(activation="softmax")(output[NP], output[HV])
+    options = {**OFFICIAL_POST_PROCESSING, **(post_processing or {})}
+    info, inst_map = HoVerNetInstanceMapPostProcessing(activation="softmax", **options)(output[NP], output[HV])
     _, type_map = HoVerNetNuclearTypePostProcessing(activation="softmax")(output[NC], info, inst_map)
     return np.asarray(inst_map).squeeze().astype(np.int32), np.asarray(type_map).squeeze().astype(np.int32)
