@@ -85,7 +85,7 @@ CI_CONFIG = [str(REPO / "config.yaml"), str(REPO / "tests" / "config_ci.yaml")]
 
 # Hang guards (seconds), each >= 3x the idle duration measured on 2 cores, so that the suite
 # passes on a machine twice as slow: the CI-size run (about 3 min), the whole demo (about
-# 8 min), the CI-size run through SLURM (about 6 min). A test's own pytest timeout covers
+# 15 min), the CI-size run through SLURM (about 6 min). A test's own pytest timeout covers
 # the fixtures it is first to set up.
 CI_RUN_GUARD = 1800
 DEMO_RUN_GUARD = 2700

@@ -142,7 +142,8 @@ def test_image_size_must_fit_every_segmenter_built(image_size, segmentation, arc
 
 
 def test_segmenter_channels_and_strides_must_pair_up():
-    config = _demo_with(segmentation={"channels": [8, 16, 32, 64], "strides": [2, 2]})
+    mismatched = {"channels": [8, 16, 32, 64], "strides": [2, 2], "ablation_architectures": ["UNet"]}
+    config = _demo_with(segmentation=mismatched)
     assert "config: diffboost.segmentation.strides: 2 strides for 4 channels; AttentionUnet, UNet need" in _problem(
         config
     )

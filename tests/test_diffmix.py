@@ -1,7 +1,13 @@
-"""DiffMix: virtual label maps (GradMix balancing and enlarging)."""
+"""DiffMix: virtual label maps, the SDM, SDEdit, HoVer-Net and the nuclei metrics."""
+
+import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from scipy import ndimage
 
 from medaug.diffmix.label_maps import (
     LabelMap,
@@ -20,6 +26,7 @@ BALANCING = {
     "dilation_iterations": 2,
     "same_tile_donors_first": True,
 }
+REPO = Path(__file__).resolve().parents[1]
 ENLARGING = {"added_fraction": 0.5, "gap_px": 2, "class_balanced": True, "tries_per_nucleus": 20}
 
 
@@ -454,6 +461,34 @@ def test_sdm_trains_both_stages_and_a_rerun_resumes_without_training_again(tmp_p
     assert all(torch.equal(weights[k], v) for k, v in again.state_dict().items())
 
 
+def test_gradmix_image_pastes_the_colour_mixed_donor_and_blends_only_the_ring():
+    """grad_mix.py's blend on a toy pair: the pasted nucleus takes the donor's pixels moved
+    halfway to the target's mean nuclear colour; outside the dilated major and the pasted
+    nucleus nothing changes; the ring between lies between old and new."""
+    from medaug.diffmix.label_maps import GradMixImage
+
+    target, target_centroids = disks((100, 100), [(50, 50, 8, 2)])
+    donor, donor_centroids = disks((100, 100), [(40, 60, 3, 1)])
+    image = np.full((100, 100, 3), 220, dtype=np.uint8)
+    image[target.inst_map > 0] = (60, 20, 120)
+    donor_image = np.full((100, 100, 3), 200, dtype=np.uint8)
+    donor_image[donor.inst_map > 0] = (0, 200, 0)
+    donors = {"donor": nuclei("donor", donor, donor_centroids, {1}, border_px=30)}
+    blend = GradMixImage(image, target, {"donor": donor_image}, {"donor": donor.inst_map})
+    settings = {**BALANCING, "replace_fraction": 1.0, "same_tile_donors_first": False}
+    virtual, edits = balancing_map(
+        "target", target, target_centroids, donors, np.random.default_rng(0), settings, blend
+    )
+    assert len(edits) == 1
+    pasted = virtual.inst_map > 0
+    mixed = (np.array([0, 200, 0]) + np.array([60, 20, 120])) / 2
+    assert np.abs(blend.final[pasted].astype(float) - mixed).max() <= 1
+    ring = ndimage.binary_dilation(target.inst_map > 0, iterations=2) & ~pasted
+    outside = ~ndimage.binary_dilation(target.inst_map > 0, iterations=2 + 5)
+    assert np.array_equal(blend.final[outside], image[outside])
+    assert not np.array_equal(blend.final[ring], image[ring])
+
+
 def test_virtual_maps_at_paper_shapes_with_the_paper_settings(tmp_path):
     """config.paper.yaml's label-map settings on 1000 x 1000 tiles of about 900 nuclei (CoNSeP's
     size), both kinds, through the stage function."""
@@ -527,28 +562,14 @@ def test_hovernet_targets_and_post_processing_recover_the_nuclei():
     assert summary["pq"] > 0.9 and summary["f1_detection"] == 1.0 and summary["type_accuracy"] == 1.0
 
 
-def test_monai_hovernet_trains_a_step_at_paper_shape_and_the_light_network_learns():
+def test_the_light_network_learns_and_fast_mode_takes_256_px_only():
     import torch
 
     from medaug.diffmix.hovernet import build_network, hovernet_loss, output_size, patch_targets
 
     torch.manual_seed(0)
     loss_fn = hovernet_loss()
-    network = build_network("hovernet", 5)  # CoNSeP: 4 types and the background
-    size = output_size("hovernet", 256)
-    batch = patch_targets(toy_patches(size=256, count=1), 5, size)
-    optimizer = torch.optim.Adam(network.parameters(), 1e-4)
-    outputs = network(batch["image"])
-    shapes = {k: tuple(v.shape) for k, v in outputs.items()}
-    assert shapes == {
-        "nucleus_prediction": (1, 2, 164, 164),
-        "horizontal_vertical": (1, 2, 164, 164),
-        "type_prediction": (1, 5, 164, 164),
-    }
-    loss = loss_fn(outputs, {k: v for k, v in batch.items() if k != "image"})
-    loss.backward()
-    optimizer.step()
-    assert torch.isfinite(loss)
+    assert output_size("hovernet", 256) == 164
     with pytest.raises(ValueError, match="256 px"):
         output_size("hovernet", 64)
 
@@ -564,3 +585,219 @@ def test_monai_hovernet_trains_a_step_at_paper_shape_and_the_light_network_learn
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+# --- synthesis and downstream stages ------------------------------------------------------------
+
+
+def test_crop_origins_are_an_even_grid_read_row_by_row():
+    from medaug.diffmix.sampling import crop_origins
+
+    paper = crop_origins(1000, 1000, 256, 100)  # CoNSeP tile, the official 100 patches
+    assert len(paper) == 100 and len(set(paper)) == 100
+    assert paper[0] == (0, 0) and paper[9] == (0, 744) and paper[-1] == (744, 744)
+    assert crop_origins(160, 160, 64, 5) == [(0, 0), (0, 96), (48, 48), (96, 0), (96, 96)]
+    with pytest.raises(ValueError, match="smaller than the 64 px patch"):
+        crop_origins(60, 160, 64, 4)
+
+
+def test_contiguous_ids_and_nucleus_contrast():
+    from medaug.diffmix.sampling import contiguous_ids, nucleus_contrast
+
+    inst = np.array([[0, 7, 7], [3, 0, 9]])
+    assert contiguous_ids(inst).tolist() == [[0, 2, 2], [1, 0, 3]]
+    image = np.full((2, 3, 3), 200, dtype=np.uint8)
+    image[inst > 0] = 50
+    assert nucleus_contrast(image, inst) == pytest.approx(150 / 255)
+    assert np.isnan(nucleus_contrast(image, np.zeros_like(inst)))
+
+
+def write_pool(folder, kind, count, size=8):
+    import pandas as pd
+
+    (folder / "patches").mkdir(parents=True)
+    ids = [f"{kind}_{i:03d}" for i in range(count)]
+    for i, patch_id in enumerate(ids):
+        np.save(folder / "patches" / f"{patch_id}.npy", np.full((size, size, 5), i, dtype=np.int32))
+    pd.DataFrame({"patch_id": ids}).to_csv(folder / "manifest.tsv", sep="\t", index=False)
+    return folder
+
+
+def test_synthetic_patches_alternate_map_kinds_and_a_larger_ratio_extends_a_smaller_one(tmp_path):
+    from medaug.diffmix.downstream import pick_synthetic
+    from medaug.diffmix.params import synthetic_needed
+
+    folders = [write_pool(tmp_path / kind, kind, 5) for kind in ("balancing", "enlarging")]
+    small, small_ids = pick_synthetic(folders, 3, seed=0)
+    large, large_ids = pick_synthetic(folders, 8, seed=0)
+    assert large_ids[:3] == small_ids and np.array_equal(large[:3], small)
+    assert [i.split("/")[0] for i in large_ids] == ["balancing", "enlarging"] * 4
+    assert len(set(large_ids)) == 8
+    with pytest.raises(ValueError, match="raise diffmix.synthesis.patches_per_tile"):
+        pick_synthetic(folders, 11, seed=0)
+    assert synthetic_needed(0.5, 27) == 14 and synthetic_needed(1, 27) == 27 and synthetic_needed(2, 27) == 54
+
+
+def centre_crop_network(out):
+    """A stand-in network: each branch is the input's red channel cropped to ``out``."""
+    import torch
+
+    from medaug.diffmix.hovernet import HV, NC, NP
+
+    class CentreCrop(torch.nn.Module):
+        def forward(self, x):
+            margin = (x.shape[-1] - out) // 2
+            red = x[:, :1, margin : margin + out, margin : margin + out]
+            return {NP: red.repeat(1, 2, 1, 1), HV: red.repeat(1, 2, 1, 1), NC: red.repeat(1, 3, 1, 1)}
+
+    return CentreCrop()
+
+
+@pytest.mark.parametrize(("in_size", "out_size"), [(64, 64), (256, 164)])
+def test_tile_prediction_stitches_windows_back_into_the_whole_tile(in_size, out_size):
+    from medaug.diffmix.downstream import predict_tile
+    from medaug.diffmix.hovernet import NC, NP
+
+    rng = np.random.default_rng(0)
+    tile = rng.integers(0, 256, (300, 250, 3)).astype(np.uint8)
+    logits = predict_tile(centre_crop_network(out_size), tile, in_size, out_size, "cpu")
+    assert logits[NP].shape == (2, 300, 250) and logits[NC].shape == (3, 300, 250)
+    np.testing.assert_allclose(logits[NP][0].numpy(), tile[..., 0] / 255.0, atol=1e-6)
+
+
+def test_dihedral8_gives_the_eight_symmetries_of_the_square():
+    from medaug.diffmix.downstream import dihedral8
+
+    patch = np.arange(16).reshape(4, 4)
+    variants = {dihedral8(patch, v).tobytes() for v in range(8)}
+    assert len(variants) == 8
+
+
+def test_diffmix_config_problems_name_their_keys(tmp_path):
+    from medaug.config import load_config
+    from medaug.diffmix.params import config_problems, hovernet_runs
+    from medaug.errors import ConfigError
+
+    config = load_config([REPO / "config.yaml"], (config_problems,))
+    runs = hovernet_runs(config)
+    assert {(r["arm"], r["ratio"]) for r in runs} == {("baseline", "0"), ("gradmix", "1"), ("diffmix", "1")}
+    config["diffmix"]["hovernet"]["ratios"] = [0.5, 2]
+    runs = {(r["arm"], r["ratio"]) for r in hovernet_runs(config)}
+    assert runs == {("baseline", "0"), ("gradmix", "0.5"), ("diffmix", "0.5"), ("diffmix", "2")}
+    for overlay, message in [
+        ({"hovernet": {"network": "hovernet"}}, "diffmix.hovernet.network: hovernet (fast mode) takes 256 px"),
+        ({"label_maps": {"kinds": ["balancing"]}}, "diffmix.hovernet.map_kinds: ['enlarging'] not in"),
+        ({"hovernet": {"batch_sizes": [8]}}, "diffmix.hovernet.batch_sizes: give one per phase"),
+        ({"generator": {"checkpoints": {"consep": "missing.pt"}}}, "diffmix.generator.checkpoints.consep"),
+        ({"hovernet": {"ratios": [1, 1]}}, "diffmix.hovernet.ratios: 1 listed more than once"),
+        ({"label_maps": {"kinds": ["enlarging"]}, "hovernet": {"map_kinds": ["enlarging"]}}, "gradmix needs balancing"),
+        ({"hovernet": {"ratios": [2]}}, "gradmix runs the ratios up to 1"),
+    ]:
+        path = tmp_path / "overlay.yaml"
+        path.write_text(yaml.safe_dump({"diffmix": overlay}))
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config([REPO / "config.yaml", path], (config_problems,))
+
+
+def test_generator_stage_exports_an_official_checkpoint_without_training(tmp_path):
+    import torch
+
+    from medaug.diffmix.generator import load_generator, train_generator
+    from medaug.stage import Job
+
+    torch.manual_seed(0)
+    source = tiny_sdm()
+    for parameter in source.parameters():
+        parameter.data.normal_(0, 0.05)
+    torch.save(source.state_dict(), tmp_path / "ema_0.9999_010000.pt")
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "meta.json").write_text('{"labels": {"0": "background", "1": "other", "2": "epithelial"}}')
+    (tmp_path / "splits.json").write_text('{"folds": [{"train": ["a"], "val": [], "test": []}]}')
+    model = dict(vars(source.config))
+    settings = {
+        "crop_size": 32, "model": {k: model[k] for k in ("model_channels", "num_res_blocks", "attention_resolutions",
+                                                         "channel_mult", "num_head_channels")},
+        "schedule": {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02},
+        "checkpoint": str(tmp_path / "ema_0.9999_010000.pt"), "state_dir": str(tmp_path / "state"), "seed": 0,
+    }  # fmt: skip
+    job = Job(
+        {"prepared": str(prepared), "splits": str(tmp_path / "splits.json")},
+        {"generator": str(tmp_path / "generator")},
+        settings,
+        {"dataset": "consep"},
+    )
+    record = train_generator(job)
+    assert record["training"] is None and not (tmp_path / "state").exists()
+    network, meta = load_generator(tmp_path / "generator")
+    assert meta["checkpoint"].endswith("ema_0.9999_010000.pt")
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in network.state_dict().items())
+
+
+def test_diffmix_stages_run_the_paper_configuration_at_256_px(tmp_path):
+    """Every DiffMix stage of config.paper.yaml at paper shapes (256 px crops and patches,
+    the SDM's levels and attention resolutions, MONAI's HoVer-Net in fast mode with its
+    two phases and window-by-window tile prediction), on 256 px CoNSeP tiles. Only steps,
+    epochs, counts, batches and the SDM's width are cut."""
+    import pandas as pd
+    import torch
+    from snakemake.utils import update_config
+
+    from medaug.demo import write_demo_dataset
+    from medaug.diffmix import params
+    from medaug.diffmix.downstream import train_hovernet
+    from medaug.diffmix.generator import load_generator, train_generator
+    from medaug.diffmix.label_maps import _write_maps
+    from medaug.diffmix.sampling import synthesize
+    from medaug.papers import validate_config
+    from medaug.preparation import prepare_nuclei
+    from medaug.splits import make_splits
+    from medaug.stage import Job
+
+    merged = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(merged, yaml.safe_load((REPO / "config.paper.yaml").read_text()))
+    model = {"model_channels": 32, "spade_hidden": 32}
+    generator = {"batch_size": 1, "model": model, "pretrain": {"steps": 1}, "finetune": {"steps": 1}}
+    cut = {
+        "generator": generator,
+        "synthesis": {"patches_per_tile": 1, "respaced_steps": 4, "batch_size": 2},
+        "hovernet": {"epochs": [1], "batch_sizes": [16]},  # the phase loop once
+    }
+    update_config(merged, {"diffmix": cut})
+    config = validate_config(merged)
+    assert config["diffmix"]["patch_size"] == config["diffmix"]["generator"]["crop_size"] == 256
+    assert config["diffmix"]["hovernet"]["network"] == "hovernet"
+
+    root = write_demo_dataset(tmp_path / "CoNSeP", 0, {"train_tiles": 2, "test_tiles": 1, "tile_size": 256})
+    entry = {**config["datasets"]["consep"], "root": str(root)}
+    prepared = tmp_path / "prepared"
+    prepare_nuclei("consep", entry, prepared, 256, config["diffmix"]["patch_stride"])
+    splits = make_splits("consep", prepared, "nuclei", params.split_settings(config, "consep"))
+    (tmp_path / "splits.json").write_text(json.dumps(splits))
+    data = {"prepared": str(prepared), "splits": str(tmp_path / "splits.json")}
+
+    for kind in ("balancing", "enlarging"):
+        wildcards = {"map_kind": kind, "dataset": "consep"}
+        _write_maps(Job(data, {"maps": str(tmp_path / "maps" / kind)}, params.label_map_settings(config), wildcards))
+    settings = {**params.generator_settings(config, "consep"), "state_dir": str(tmp_path / "sdm_state")}
+    train_generator(Job(data, {"generator": str(tmp_path / "sdm")}, settings, {"dataset": "consep"}))
+    network, _ = load_generator(tmp_path / "sdm")
+    assert network.config.image_size == 256 and network.config.channel_mult == [1, 1, 2, 2, 4, 4]
+    for kind in ("balancing", "enlarging"):
+        inputs = {"prepared": str(prepared), "generator": str(tmp_path / "sdm"), "maps": str(tmp_path / "maps" / kind)}
+        wildcards = {"dataset": "consep", "map_kind": kind}
+        outputs = {"synthetic": str(tmp_path / "syn" / kind)}
+        summary = synthesize(Job(inputs, outputs, params.synthesis_settings(config), wildcards))
+        assert summary["patches"] == 1
+        patch_id = pd.read_csv(tmp_path / "syn" / kind / "manifest.tsv", sep="\t").patch_id[0]
+        assert np.load(tmp_path / "syn" / kind / "patches" / f"{patch_id}.npy").shape == (256, 256, 5)
+
+    torch.manual_seed(0)
+    wildcards = {"dataset": "consep", "arm": "diffmix", "ratio": "1", "seed": "0"}
+    inputs = {**data, "synthetic": [str(tmp_path / "syn" / kind) for kind in ("balancing", "enlarging")]}
+    record = train_hovernet(
+        Job(inputs, {"metrics": str(tmp_path / "metrics.json")}, params.hovernet_settings(config, "diffmix"), wildcards)
+    )
+    assert record["real_patches"] == record["synthetic_patches"] == 1
+    assert set(record["metrics"]) >= {"dice", "aji", "pq", "f1_detection", "f1_type1"}
+    assert record["per_tile"][0]["true_nuclei"] > 0  # a whole 256 px tile, predicted window by window

@@ -138,8 +138,9 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
     shown = {Path(result["path"]).as_posix().split("results/", 1)[-1]: result for result in page["results"]}
     paper_tables = ("main", "ratio", "patch", "alpha", "architecture", "augmentation")
     tables = {f"diffboost/tables/{name}.html" for name in (*paper_tables, "generator_quality")}
-    tables.add("diffmix/tables/label_maps.html")
+    tables |= {f"diffmix/tables/{name}.html" for name in ("label_maps", "synthesis", "hovernet")}
     figures = {"diffboost/figures/dice_vs_ratio.png", "diffboost/figures/samples.png"}
+    figures |= {f"diffmix/figures/{name}.png" for name in ("f1_per_class", "rare_f1_vs_ratio", "samples")}
     figures |= {f"dcube/figures/{name}.png" for name in ("metric_vs_synthetic", "metric_vs_imbalance", "samples")}
     assert shown.keys() == tables | figures
     for name, result in shown.items():
@@ -148,9 +149,9 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
         if name.endswith(".png"):
             assert result["width"] > 100 and result["height"] > 100, result
             assert "Protocol" in caption or "fold 0" in caption, name
-        elif name.endswith("label_maps.html"):
+        elif name.startswith("diffmix/tables/"):
             assert result["framed"] and result["table"], name
-            assert "GradMix" in caption and "training tiles only" in caption, name
+            assert "GradMix" in caption and "training tiles only" in caption and "HoVer-Net" in caption, name
         elif name.endswith("generator_quality.html"):
             assert result["framed"] and result["table"], name
             assert "follow its condition" in caption and "Not in the paper" in caption, name

@@ -1,6 +1,7 @@
 """What a change re-runs (read off the dry-run DAG of a finished run), determinism of a
 whole run, and a training job killed mid-way that resumes on Snakemake's retry."""
 
+import json
 import os
 import re
 import shutil
@@ -54,6 +55,12 @@ def overlay(tmp_path: Path, name: str, values: dict) -> str:
 
 def test_a_finished_run_has_nothing_left_to_do(ci_run):
     assert planned_jobs(ci_run, "--configfile", *CI_CONFIG) == []
+
+
+def test_a_larger_ratio_reuses_the_smaller_ratios_images(ci_run):
+    base = ci_run / "results" / "diffboost" / "busi" / "fold0" / "synthetic"
+    counts = json.loads((base / "ratio2" / "counts.json").read_text())
+    assert counts["per_slice_min"] == counts["per_slice_max"] == 2 and counts["reused_images"] == counts["new_images"]
 
 
 def test_changing_one_ratio_reruns_only_that_ratios_jobs(ci_run, tmp_path):
