@@ -93,6 +93,8 @@ rule diffmix_hovernet:
         "logs/diffmix_hovernet/{dataset}/{arm}/ratio{ratio}/seed{seed}.log",
     benchmark:
         "benchmarks/diffmix_hovernet/{dataset}/{arm}/ratio{ratio}/seed{seed}.tsv"
+    wildcard_constraints:
+        ratio=r"\d+(?:\.\d+)?",  # synthetic per real patch: 0.5, 1, 2
     conda:
         "../envs/segmentation.yaml"
     threads: 1

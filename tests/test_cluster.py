@@ -56,6 +56,9 @@ def test_profile_plans_the_paper_scale_dag_from_the_repository_root(tmp_path):
     assert counts["dcube_train_generator"] == 2 * 7  # datasets x scenarios (full, 3 imbalanced, 3 limited)
     # datasets x (scenarios x models x synthetic counts x seeds + block ablations x seeds)
     assert counts["dcube_classify"] == 2 * (7 * 2 * 2 * 3 + 4 * 3)
+    # datasets x (baseline + gradmix at ratios 0.5, 1 + diffmix at 0.5, 1, 2) x seeds
+    assert counts["diffmix_hovernet"] == 2 * (1 + 2 + 3) * 3
+    assert counts["diffmix_sample"] == 2 * 2 and counts["diffmix_train_generator"] == 2
     assert counts["total"] > 500
 
 
