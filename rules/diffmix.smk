@@ -53,7 +53,7 @@ rule diffmix_train_generator:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=scaled_by_attempt(32000),
+        mem_mb=scaled_by_attempt(16000),
         runtime=scaled_by_attempt(2880),
     params:
         # includes the resumable state folder, which lies beside the declared output

@@ -602,7 +602,8 @@ def test_crop_origins_are_an_even_grid_read_row_by_row():
 
 
 def test_contiguous_ids_and_nucleus_contrast():
-    from medaug.diffmix.sampling import contiguous_ids, nucleus_contrast
+    from medaug.diffmix.label_maps import contiguous_ids
+    from medaug.diffmix.sampling import nucleus_contrast
 
     inst = np.array([[0, 7, 7], [3, 0, 9]])
     assert contiguous_ids(inst).tolist() == [[0, 2, 2], [1, 0, 3]]

@@ -24,7 +24,8 @@ import torch
 
 from medaug.diffmix import params, stages
 from medaug.diffmix.hovernet import HV, NC, NP, build_network, hovernet_loss, instances, output_size, patch_targets
-from medaug.diffmix.sampling import MANIFEST
+from medaug.diffmix.label_maps import contiguous_ids
+from medaug.diffmix.paths import SYNTHETIC_MANIFEST
 from medaug.io import atomic_output, read_json, write_json
 from medaug.seeds import keyed_seed
 from medaug.stage import Job, Stage
@@ -45,7 +46,7 @@ def pick_synthetic(folders: list[str | Path], count: int, seed: int) -> tuple[np
     patches in a fixed random order: a larger count extends a smaller one's pick."""
     orders = []
     for folder in folders:
-        ids = pd.read_csv(Path(folder) / MANIFEST, sep="\t")["patch_id"].tolist()
+        ids = pd.read_csv(Path(folder) / SYNTHETIC_MANIFEST, sep="\t")["patch_id"].tolist()
         rng = np.random.default_rng(keyed_seed(seed, Path(folder).name))
         orders.append([(Path(folder), ids[i]) for i in rng.permutation(len(ids))])
     available = sum(len(order) for order in orders)
@@ -71,8 +72,6 @@ def gradmix_patches(
     """``count`` patches of the GradMix tiles (blended image, balancing map), cut where the
     real training patches are cut, in a fixed random order (a larger count extends a
     smaller one's pick)."""
-    from medaug.diffmix.sampling import contiguous_ids
-
     prepared_dir, maps_dir = Path(prepared_dir), Path(maps_dir)
     table = pd.read_csv(prepared_dir / "patches.tsv", sep="\t", dtype={"case_id": str, "patch_id": str})
     tiles = sorted(path.stem for path in maps_dir.glob("*.npz"))

@@ -76,6 +76,14 @@ def relabel(inst_map: np.ndarray, inst_type: np.ndarray) -> LabelMap:
     return LabelMap(lookup[inst_map], inst_type[present - 1].astype(np.uint8))
 
 
+def contiguous_ids(inst_map: np.ndarray) -> np.ndarray:
+    """Instance ids 1..N in the order of the old ids (HoVer-Net's ``remap_label``)."""
+    present = np.unique(inst_map[inst_map > 0])
+    lookup = np.zeros(int(inst_map.max()) + 1, dtype=np.int32)
+    lookup[present] = np.arange(1, len(present) + 1)
+    return lookup[inst_map]
+
+
 @dataclass
 class Nucleus:
     """A donor: one nucleus' mask cut to its bounding box, and where it came from."""

@@ -18,6 +18,7 @@ GENERATOR_STATE = RESULTS + "/{dataset}/generator_state"
 # SDEdit patches per dataset and map kind: patches/<id>.npy ([P, P, 5] as HoVer-Net's
 # training patches) and manifest.tsv (source tile, crop, map kind, seed).
 SYNTHETIC = RESULTS + "/{dataset}/synthetic/{map_kind}"
+SYNTHETIC_MANIFEST, SYNTHETIC_QUALITY = "manifest.tsv", "quality.json"  # inside SYNTHETIC
 # One HoVer-Net run: metrics.json (test-set summary) and per_tile.tsv.
 HOVERNET = RESULTS + "/{dataset}/hovernet/{arm}/ratio{ratio}/seed{seed}"
 HOVERNET_METRICS = HOVERNET + "/metrics.json"

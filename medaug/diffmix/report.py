@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from medaug.diffmix import params, stages
-from medaug.diffmix.sampling import MANIFEST, QUALITY
+from medaug.diffmix.paths import SYNTHETIC_MANIFEST, SYNTHETIC_QUALITY
 from medaug.io import atomic_output, read_json
 from medaug.report.tables import html_page
 from medaug.stage import Job, Stage
@@ -208,8 +208,8 @@ def samples_figure(folders: list[str], prepared: dict[str, str], path: Path) -> 
     panels = []
     for folder in folders:
         folder = Path(folder)
-        quality = read_json(folder / QUALITY)
-        manifest = pd.read_csv(folder / MANIFEST, sep="\t")
+        quality = read_json(folder / SYNTHETIC_QUALITY)
+        manifest = pd.read_csv(folder / SYNTHETIC_MANIFEST, sep="\t")
         picks = manifest.sort_values("n_rare", ascending=False).head(SAMPLE_ROWS)
         for row in picks.itertuples():
             panels.append((quality["dataset"], quality["map_kind"], folder, row))
@@ -237,7 +237,7 @@ def samples_figure(folders: list[str], prepared: dict[str, str], path: Path) -> 
 def _report(job: Job) -> dict:
     records = [read_json(Path(folder) / "counts.json") for folder in job.inputs["maps"]]
     runs = run_frame([read_json(path) for path in job.inputs["metrics"]])
-    synthesis = [read_json(Path(folder) / QUALITY) for folder in job.inputs["synthetic"]]
+    synthesis = [read_json(Path(folder) / SYNTHETIC_QUALITY) for folder in job.inputs["synthetic"]]
     tables = {
         "label_maps": label_map_table(records),
         "synthesis": synthesis_table(synthesis),

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medaug.diffmix import stages
+from medaug.diffmix import paths, stages
+from medaug.diffmix.label_maps import contiguous_ids
 from medaug.diffusion.sampling import ddim_sample
 from medaug.io import atomic_output, read_json, write_json
 from medaug.seeds import keyed_seed
 from medaug.stage import Job, Stage
 
 log = logging.getLogger(__name__)
-MANIFEST, QUALITY = "manifest.tsv", "quality.json"
 
 
 def sdedit_scheduler(settings: dict):
@@ -111,14 +111,6 @@ def crop_origins(rows: int, cols: int, patch_size: int, count: int) -> list[tupl
     return [grid[i] for i in picks]
 
 
-def contiguous_ids(inst_map: np.ndarray) -> np.ndarray:
-    """Instance ids 1..N in the order of the old ids (HoVer-Net's ``remap_label``)."""
-    present = np.unique(inst_map[inst_map > 0])
-    lookup = np.zeros(int(inst_map.max()) + 1, dtype=np.int32)
-    lookup[present] = np.arange(1, len(present) + 1)
-    return lookup[inst_map]
-
-
 def nucleus_contrast(image: np.ndarray, inst_map: np.ndarray) -> float:
     """Mean grey value (0..1) outside the nuclei minus inside them (stained nuclei are
     darker: positive when the image follows the map); NaN without both."""
@@ -198,10 +190,10 @@ def synthesize(job: Job) -> dict:
                         "n_rare": int(len(np.unique(inst[type_crop == settings["rare_class"]]))),
                     }
                 )
-        pd.DataFrame(rows).to_csv(tmp / MANIFEST, sep="\t", index=False)
+        pd.DataFrame(rows).to_csv(tmp / paths.SYNTHETIC_MANIFEST, sep="\t", index=False)
         summary = {key: float(np.nanmean(values)) for key, values in quality.items()}
         summary |= {"patches": len(rows), "map_kind": kind, "dataset": job.wildcards["dataset"]}
-        write_json(tmp / QUALITY, summary)
+        write_json(tmp / paths.SYNTHETIC_QUALITY, summary)
     log.info(
         "nucleus contrast (outside - inside, grey 0..1): synthetic under its map %.3f; the real crop under the "
         "virtual map %.3f, under its own map %.3f",
