@@ -23,6 +23,9 @@ GPU_RULES = {
     "dcube_train_generator",
     "dcube_sample",
     "dcube_classify",
+    "diffmix_train_generator",
+    "diffmix_sample",
+    "diffmix_hovernet",
 }
 
 
