@@ -130,14 +130,19 @@ def nuclei(
     return found
 
 
+def box_origin(center_xy: tuple[float, float], shape: tuple[int, int]) -> tuple[int, int]:
+    """(top, left) of a box of ``shape`` centred on ``center_xy`` (rounded; an odd side puts
+    the extra pixel after the centre, as ``grad_mix.py``'s ``int(round(c) - h / 2)``)."""
+    return int(round(center_xy[1])) - (shape[0] + 1) // 2, int(round(center_xy[0])) - (shape[1] + 1) // 2
+
+
 def paste(inst_map: np.ndarray, mask: np.ndarray, center_xy: tuple[float, float], instance: int) -> np.ndarray:
     """Write ``instance`` into ``inst_map`` where ``mask`` lands with its box centred on
     ``center_xy`` (rounded; an odd side puts the extra pixel after the centre, as
     ``grad_mix.py``'s ``int(round(c) - h / 2)``), clipped at the tile edge; returns the
     pasted pixels."""
     height, width = mask.shape
-    top = int(round(center_xy[1])) - (height + 1) // 2
-    left = int(round(center_xy[0])) - (width + 1) // 2
+    top, left = box_origin(center_xy, mask.shape)
     canvas = np.zeros(inst_map.shape, dtype=bool)
     rows = slice(max(top, 0), min(top + height, inst_map.shape[0]))
     cols = slice(max(left, 0), min(left + width, inst_map.shape[1]))
@@ -285,9 +290,7 @@ def balancing_map(
         if image is not None:
             dilated = np.zeros_like(translated)
             dilated[padded] = ndimage.binary_dilation(own, structure, iterations=grow) if grow else own
-            rows, cols = donor.mask.shape
-            origin = (int(round(center[1])) - (rows + 1) // 2, int(round(center[0])) - (cols + 1) // 2)
-            image.add(dilated, translated, donor, origin)
+            image.add(dilated, translated, donor, box_origin(center, donor.mask.shape))
         edits.append(
             Edit(
                 instance,
@@ -340,8 +343,8 @@ def enlarging_map(
         for _ in range(settings["tries_per_nucleus"]):
             donor = candidates[rng.integers(len(candidates))]
             rows, cols = donor.mask.shape
-            top = int(round(rng.uniform(0, height))) - (rows + 1) // 2
-            left = int(round(rng.uniform(0, width))) - (cols + 1) // 2
+            y = rng.uniform(0, height)  # drawn before x, as always
+            top, left = box_origin((rng.uniform(0, width), y), donor.mask.shape)
             if top < 0 or left < 0 or top + rows > height or left + cols > width:  # cut by the edge
                 continue
             window = (slice(top, top + rows), slice(left, left + cols))
