@@ -85,7 +85,7 @@ CI_CONFIG = [str(REPO / "config.yaml"), str(REPO / "tests" / "config_ci.yaml")]
 
 # Hang guards (seconds), each >= 3x the idle duration measured on 2 cores, so that the suite
 # passes on a machine twice as slow: the CI-size run (about 3 min), the whole demo (about
-# 15 min), the CI-size run through SLURM (about 6 min). A test's own pytest timeout covers
+# 15 min), the CI-size run through SLURM (about 5 min). A test's own pytest timeout covers
 # the fixtures it is first to set up.
 CI_RUN_GUARD = 1800
 DEMO_RUN_GUARD = 2700
@@ -133,8 +133,8 @@ PROFILE = REPO / "slurm" / "config.v8+.yaml"
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A single-node SLURM with accounting and one fake GRES GPU for the session, started
-    by tests/tools/start_slurm.sh; the daemons it started are stopped by PID at the end."""
+    """A single-node SLURM with accounting and fake GRES GPUs for the session, started
+    by tests/tools/start_slurm.sh (one fake GRES GPU per core); the daemons it started are stopped by PID at the end."""
     if os.geteuid() != 0:
         pytest.skip("starting a local SLURM needs root (apt packages, system daemons)")
     start = subprocess.run(

@@ -1,5 +1,5 @@
 """`snakemake --profile slurm` against a real SLURM: a single-node cluster with accounting
-and one fake GRES GPU (the `slurm_cluster` and `slurm_ci_run` fixtures in conftest.py)."""
+and a fake GRES GPU per core (the `slurm_cluster` and `slurm_ci_run` fixtures in conftest.py)."""
 
 import re
 import subprocess

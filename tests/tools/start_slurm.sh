@@ -7,8 +7,11 @@
 #
 #   bash tests/tools/start_slurm.sh [--fake-gpu]
 #
-# --fake-gpu declares one GRES GPU (backed by /dev/null), so that rules with gpu=1 can be
-# submitted with --gpus on a machine without one. Every wait is bounded.
+# --fake-gpu declares one GRES GPU per CPU (each backed by an empty file), so that rules with gpu=1 can
+# be submitted with --gpus on a machine without one, and declares the node's memory as
+# at least what that many GPU jobs request (16 GB each, their paper-scale host memory),
+# so that GPU jobs run side by side as on a multi-GPU node instead of one after the other.
+# The CI-size jobs use under 2 GB each. Every wait is bounded.
 set -euo pipefail
 
 PID_FILE=${MEDAUG_SLURM_PID_FILE:-/run/medaug-slurm.pids}
@@ -42,12 +45,22 @@ bash "$(dirname "$0")/ensure_packages.sh" "${PACKAGES[@]}"
 host=$(hostname -s)
 cpus=$(nproc)
 memory_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
-gres_node="" gres_types="" tres=""
+gres_node="" gres_types="" tres="" overrides=""
 if ((FAKE_GPU)); then
-    gres_node=" Gres=gpu:1"
+    gres_node=" Gres=gpu:$cpus"
     gres_types="GresTypes=gpu"
     tres="AccountingStorageTRES=gres/gpu"
-    printf 'AutoDetect=off\nNodeName=%s Name=gpu File=/dev/null\n' "$host" >/etc/slurm/gres.conf
+    install -d /run/medaug-fake-gpu
+    printf 'AutoDetect=off\n' >/etc/slurm/gres.conf
+    for ((gpu = 0; gpu < cpus; gpu++)); do
+        touch "/run/medaug-fake-gpu/gpu$gpu"
+        printf 'NodeName=%s Name=gpu File=/run/medaug-fake-gpu/gpu%d\n' "$host" "$gpu" >>/etc/slurm/gres.conf
+    done
+    gpu_jobs_mb=$((cpus * 16384))
+    if ((memory_mb < gpu_jobs_mb)); then
+        # slurmd would mark a node declaring more memory than it has INVALID without this.
+        memory_mb=$gpu_jobs_mb overrides="SlurmdParameters=config_overrides"
+    fi
 fi
 cat >/etc/slurm/slurm.conf.new <<EOF
 ClusterName=$CLUSTER
@@ -87,6 +100,7 @@ InactiveLimit=0
 KillWait=5
 Waittime=0
 $gres_types
+$overrides
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory_mb$gres_node State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -174,4 +188,4 @@ until [[ $(timeout -s KILL 5 sinfo -h -n "$host" -o %T 2>/dev/null) == idle* ]];
     ((SECONDS < deadline)) || die "node $host not idle: $(timeout -s KILL 5 sinfo -h -o '%T %E' 2>&1)"
     sleep 0.5
 done
-echo "start_slurm: cluster $CLUSTER up: partition $PARTITION, account $ACCOUNT, node $host ($cpus CPUs$([[ $FAKE_GPU == 1 ]] && echo ", 1 fake GPU"))"
+echo "start_slurm: cluster $CLUSTER up: partition $PARTITION, account $ACCOUNT, node $host ($cpus CPUs$([[ $FAKE_GPU == 1 ]] && echo ", $cpus fake GPUs"))"
