@@ -20,6 +20,9 @@ rule make_demo_dataset:
         "logs/make_demo_dataset/{demo_folder}.log",
     benchmark:
         "benchmarks/make_demo_dataset/{demo_folder}.tsv"
+    # The data rules go before every other ready job (here and below): they take seconds,
+    # and every generator waits for them; without it a dataset's chain starts last.
+    priority: 20
     conda:
         "../envs/data.yaml"
     resources:
@@ -40,6 +43,7 @@ rule list_dataset_files:
         "logs/list_dataset_files/{dataset}.log",
     benchmark:
         "benchmarks/list_dataset_files/{dataset}.tsv"
+    priority: 20
     conda:
         "../envs/data.yaml"
     resources:
@@ -58,6 +62,7 @@ rule prepare_dataset:
         "logs/prepare_dataset/{paper}/{dataset}.log",
     benchmark:
         "benchmarks/prepare_dataset/{paper}/{dataset}.tsv"
+    priority: 20
     conda:
         "../envs/data.yaml"
     resources:
@@ -78,6 +83,7 @@ rule make_splits:
         "logs/make_splits/{paper}/{dataset}.log",
     benchmark:
         "benchmarks/make_splits/{paper}/{dataset}.tsv"
+    priority: 20
     conda:
         "../envs/data.yaml"
     resources:

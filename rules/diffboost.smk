@@ -29,6 +29,9 @@ rule diffboost_conditions:
         "logs/diffboost_conditions/{dataset}.log",
     benchmark:
         "benchmarks/diffboost_conditions/{dataset}.tsv"
+    # Before other ready jobs, like the fine-tuning it feeds: a dataset whose condition maps
+    # wait behind other datasets' segmenters starts its generator last.
+    priority: 10
     conda:
         "../envs/diffusion.yaml"
     resources:
@@ -77,6 +80,8 @@ rule sample_synthetic:
         "logs/sample_synthetic/{dataset}/fold{fold}/ratio{ratio}.log",
     benchmark:
         "benchmarks/sample_synthetic/{dataset}/fold{fold}/ratio{ratio}.tsv"
+    # Before other ready jobs: the DiffBoost arms and the quality job wait for it.
+    priority: 10
     conda:
         "../envs/diffusion.yaml"
     threads: 1
