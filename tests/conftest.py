@@ -133,8 +133,8 @@ PROFILE = REPO / "slurm" / "config.v8+.yaml"
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A single-node SLURM with accounting and fake GRES GPUs for the session, started
-    by tests/tools/start_slurm.sh (one fake GRES GPU per core); the daemons it started are stopped by PID at the end."""
+    """A single-node SLURM with accounting and one fake GRES GPU per core for the session,
+    started by tests/tools/start_slurm.sh; the daemons it started are stopped by PID at the end."""
     if os.geteuid() != 0:
         pytest.skip("starting a local SLURM needs root (apt packages, system daemons)")
     start = subprocess.run(
