@@ -7,11 +7,12 @@
 #
 #   bash tests/tools/start_slurm.sh [--fake-gpu]
 #
-# --fake-gpu declares one GRES GPU per CPU (each backed by an empty file), so that rules with gpu=1 can
-# be submitted with --gpus on a machine without one, and declares the node's memory as
-# at least what that many GPU jobs request (16 GB each, their paper-scale host memory),
-# so that GPU jobs run side by side as on a multi-GPU node instead of one after the other.
-# The CI-size jobs use under 2 GB each. Every wait is bounded.
+# --fake-gpu declares one GRES GPU per CPU (each backed by an empty file), so that rules
+# with gpu=1 can be submitted with --gpus on a machine without one, and declares the
+# node's memory as at least what that many GPU jobs request (16 GB each, their
+# paper-scale host memory), so that GPU jobs run side by side as on a multi-GPU node
+# instead of one after the other. The CI-size jobs use under 2 GB each. Every wait is
+# bounded.
 set -euo pipefail
 
 PID_FILE=${MEDAUG_SLURM_PID_FILE:-/run/medaug-slurm.pids}
