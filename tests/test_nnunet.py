@@ -1,10 +1,14 @@
+import importlib.util
 import json
+import multiprocessing
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from medaug.errors import MedaugError
+from medaug.nnunet import cli
 from medaug.nnunet.wrapper import (
     TRAINER_DIR,
     nnunet_env,
@@ -42,9 +46,9 @@ def test_nnunet_env_sets_folders_threads_trainer_and_settings(tmp_path, monkeypa
     assert (TRAINER_DIR / "nnUNetTrainer_medaug.py").is_file() and not (TRAINER_DIR / "__init__.py").exists()
     assert "nnUNet_n_proc_DA" not in env and "MEDAUG_NNUNET_EPOCHS" not in env
 
-    settings = {"epochs": 1, "iters": 2, "val_iters": 1, "batch": 2, "skip_final_val": True}
+    settings = {"epochs": 1, "iters": 2, "val_iters": 1, "batch": 2, "skip_final_val": True, "plot_every": 0}
     env = nnunet_env(tmp_path, training=True, trainer_settings=settings)
-    assert env["nnUNet_n_proc_DA"] == "0"
+    assert env["nnUNet_n_proc_DA"] == "0" and env["MEDAUG_NNUNET_PLOT_EVERY"] == "0"
     assert env["MEDAUG_NNUNET_EPOCHS"] == "1" and env["MEDAUG_NNUNET_ITERS"] == "2"
     assert env["MEDAUG_NNUNET_VAL_ITERS"] == "1" and env["MEDAUG_NNUNET_BATCH"] == "2"
     assert env["MEDAUG_NNUNET_SKIP_FINAL_VAL"] == "1"
@@ -65,6 +69,38 @@ def test_run_cli_failure_names_the_command(tmp_path):
         run_cli("bogus", [], env)
     with pytest.raises(MedaugError, match="nnU-Net verify timed out"):
         run_cli("verify", ["-d", "999"], env, timeout=0.5)
+
+
+def test_launcher_chains_commands_and_checks_them_all_before_running_one(capsys):
+    assert cli.split_commands(["train", "1", "2d", cli.THEN, "predict", "-i", "x"]) == [
+        ["train", "1", "2d"],
+        ["predict", "-i", "x"],
+    ]
+    # An unknown second command is reported before the first one runs (this one would fail).
+    assert cli.main(["verify", "-d", "999", cli.THEN, "bogus"]) == 2
+    assert "(got bogus)" in capsys.readouterr().err
+
+
+def test_planning_pools_fork_only_inside_the_launchers_planning_commands():
+    with cli.fork_worker_pools():
+        assert multiprocessing.get_context("spawn").get_start_method() == "fork"
+        assert multiprocessing.get_context("forkserver").get_start_method() == "forkserver"
+    assert multiprocessing.get_context("spawn").get_start_method() == "spawn"
+    assert set(cli.PLANNING_COMMANDS) <= {*cli.COMMANDS, *cli.EXTRA_COMMANDS} and "train" not in cli.PLANNING_COMMANDS
+
+
+@pytest.mark.parametrize(
+    ("every", "drawn_after"),
+    [(1, [0, 1, 2, 3, 4]), (2, [1, 3, 4]), (0, [4])],
+)
+def test_the_trainer_draws_its_progress_figure_every_n_epochs_and_after_the_last(every, drawn_after):
+    spec = importlib.util.spec_from_file_location("nnUNetTrainer_medaug", TRAINER_DIR / "nnUNetTrainer_medaug.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    plots = module.nnUNetTrainer_medaug._plots_this_epoch
+    trainer = SimpleNamespace(num_epochs=5, medaug_plot_every=every)
+    drawn = [epoch for epoch in range(5) if plots(SimpleNamespace(**vars(trainer), current_epoch=epoch))]
+    assert drawn == drawn_after
 
 
 def test_write_dataset_rejects_bad_cases(tmp_path):

@@ -316,6 +316,7 @@ def nnunet_settings(config: dict) -> dict:
             # The short trainer skips nnU-Net's own final validation: we score the test set.
             "skip_final_val": short or None,
             "seed": config["seed"],
+            "plot_every": nnunet["progress_plot_every"],
         },
     }
 

@@ -14,15 +14,29 @@ resolve to placeholders: the Primus/EVA modules then import (they use timm's cla
 as default arguments), and using one of them raises a clear ``ImportError``. Where timm
 imports, nothing is changed and the launcher is the plain console script.
 
+Two more things the launcher does, both only to save start-up time on small jobs:
+
+- ``COMMAND ARGS... --then COMMAND ARGS...`` runs several commands one after the other in
+  one process (stopping at the first that fails), so that e.g. ``train`` and ``predict``
+  import torch and nnU-Net once: about 7 s per command.
+- The planning commands (:data:`PLANNING_COMMANDS`) get ``fork`` worker pools where
+  nnU-Net asks for ``spawn``: a spawned worker is a fresh interpreter that imports torch
+  and nnU-Net again, about 5.5 s of a 16 s plan of a small 2D dataset (three pools:
+  integrity check, fingerprint, preprocessing). ``spawn`` guards against forking a process
+  that holds CUDA or a running torch thread pool; planning starts neither in the parent.
+  Fork and spawn wrote byte-identical plans and preprocessed data on the demo's BUSI fold.
+
 The module stays free of heavy imports: nnU-Net (and torch) are imported by the chosen
 entry point only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 from importlib.metadata import entry_points
@@ -38,6 +52,12 @@ COMMANDS = {
     "predict": "nnUNetv2_predict",
     "evaluate": "nnUNetv2_evaluate_folder",
 }
+
+# Commands that fingerprint, plan and preprocess on the CPU: their worker pools fork.
+PLANNING_COMMANDS = ("plan", "extract_fingerprint", "plan_experiment", "preprocess", "verify")
+
+# Separates the commands of one launcher run.
+THEN = "--then"
 
 # Not a console script: nnU-Net's dataset integrity check alone (``verify -d ID [-np N]``),
 # without the fingerprint extraction that nnUNetv2_extract_fingerprint runs after it.
@@ -124,36 +144,69 @@ def verify_entry() -> None:
     parser.add_argument("-np", type=int, default=None, help="processes (default: nnUNet_def_n_proc)")
     args = parser.parse_args()
 
-    from batchgenerators.utilities.file_and_folder_operations import join
     from nnunetv2.configuration import default_num_processes
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     from nnunetv2.paths import nnUNet_raw
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 
-    folder = join(nnUNet_raw, convert_id_to_dataset_name(args.d))
+    folder = os.path.join(nnUNet_raw, convert_id_to_dataset_name(args.d))
     verify_dataset_integrity(folder, args.np or default_num_processes)
 
 
+@contextlib.contextmanager
+def fork_worker_pools():
+    """While open, ``multiprocessing.get_context("spawn")`` returns the fork context (see the
+    module docstring); other start methods are left alone."""
+    import multiprocessing
+
+    stock = multiprocessing.get_context
+    multiprocessing.get_context = lambda method=None: stock("fork" if method == "spawn" else method)
+    try:
+        yield
+    finally:
+        multiprocessing.get_context = stock
+
+
+def split_commands(argv: list[str]) -> list[list[str]]:
+    """``[COMMAND, ARGS..., "--then", COMMAND, ARGS...]`` -> one list per command."""
+    commands = [[]]
+    for arg in argv:
+        if arg == THEN:
+            commands.append([])
+        else:
+            commands[-1].append(arg)
+    return commands
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the nnU-Net console script for ``argv[0]`` with ``argv[1:]`` as its arguments."""
+    """Run the nnU-Net console script for ``argv[0]`` with ``argv[1:]`` as its arguments;
+    ``--then`` starts the next command, run only if the previous one succeeded."""
     argv = sys.argv[1:] if argv is None else list(argv)
     known = [*COMMANDS, *EXTRA_COMMANDS]
-    if not argv or argv[0] not in known:
-        given = argv[0] if argv else "nothing"
-        print(
-            f"usage: python -m medaug.nnunet.cli {{{'|'.join(known)}}} ARGS...\n(got {given})",
-            file=sys.stderr,
-        )
-        return 2
-    command, args = argv[0], argv[1:]
-    script = COMMANDS.get(command, f"medaug.nnunet.cli {command}")
+    commands = split_commands(argv)
+    for command in commands:
+        if not command or command[0] not in known:
+            given = command[0] if command else "nothing"
+            print(
+                f"usage: python -m medaug.nnunet.cli {{{'|'.join(known)}}} ARGS... [{THEN} COMMAND ARGS...]\n"
+                f"(got {given})",
+                file=sys.stderr,
+            )
+            return 2
     if install_timm_stub_if_missing():
         print("medaug.nnunet.cli: timm missing, using a stub for nnU-Net's trainer lookup", file=sys.stderr)
-    entry = verify_entry if command == "verify" else _entry_point(script)
-    # nnU-Net's entry points parse sys.argv themselves.
-    sys.argv = [script, *args]
-    result = entry()
-    return result if isinstance(result, int) else 0
+    for command, *args in commands:
+        script = COMMANDS.get(command, f"medaug.nnunet.cli {command}")
+        entry = verify_entry if command == "verify" else _entry_point(script)
+        if len(commands) > 1:
+            print(f"medaug.nnunet.cli: {script} {' '.join(args)}", file=sys.stderr, flush=True)
+        # nnU-Net's entry points parse sys.argv themselves.
+        sys.argv = [script, *args]
+        with fork_worker_pools() if command in PLANNING_COMMANDS else contextlib.nullcontext():
+            result = entry()
+        if isinstance(result, int) and result != 0:
+            return result
+    return 0
 
 
 # Processes that multiprocessing spawns re-import the main module as __mp_main__. Should one

@@ -27,6 +27,7 @@ import numpy as np
 
 from medaug.errors import MedaugError
 from medaug.io import atomic_output, read_json, write_json
+from medaug.nnunet.cli import THEN
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ TRAINER_SETTINGS = {
     "batch": "MEDAUG_NNUNET_BATCH",
     "skip_final_val": "MEDAUG_NNUNET_SKIP_FINAL_VAL",
     "seed": "MEDAUG_NNUNET_SEED",
+    "plot_every": "MEDAUG_NNUNET_PLOT_EVERY",
 }
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -60,7 +62,7 @@ def nnunet_env(
     With ``training``, data augmentation runs in the training process
     (``nnUNet_n_proc_DA=0``: fastest on few cores, but it breaks planning, hence only
     here), torch uses ``threads`` threads, and ``trainer_settings`` (keys epochs, iters,
-    val_iters, batch, skip_final_val, seed; None = nnU-Net's default) become
+    val_iters, batch, skip_final_val, seed, plot_every; None = nnU-Net's default) become
     ``MEDAUG_NNUNET_*`` variables; without ``training`` they
     are ignored, and ``MEDAUG_NNUNET_*`` set in the caller's environment never pass through.
     """
@@ -255,7 +257,8 @@ def write_splits(preprocessed_root: str | Path, dataset_id: int, folds: list[dic
 def run_cli(
     command: str, args: list[str], env: dict, log_file: str | Path | None = None, timeout: float | None = None
 ) -> None:
-    """Run ``python -m medaug.nnunet.cli command *args`` with ``env``.
+    """Run ``python -m medaug.nnunet.cli command *args`` with ``env``; ``args`` may chain
+    more commands after ``cli.THEN``, run in the same process.
 
     Output (stdout and stderr) is written to ``log_file`` as it comes (appended, so one log
     can hold several steps); a non-zero exit or a timeout raises MedaugError naming the
@@ -264,7 +267,9 @@ def run_cli(
     env = dict(env)
     # The subprocess must import this very medaug, whatever the caller's working directory.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "medaug.nnunet.cli", command, *[str(a) for a in args]]
+    args = [str(a) for a in args]
+    cmd = [sys.executable, "-m", "medaug.nnunet.cli", command, *args]
+    command = "+".join([command] + [args[i + 1] for i, a in enumerate(args[:-1]) if a == THEN])
     own_log = log_file is None
     if own_log:
         handle, name = tempfile.mkstemp(prefix=f"nnunet_{command}_", suffix=".log")
@@ -382,12 +387,15 @@ def train(
 
     Use an environment from ``nnunet_env(..., training=True, trainer_settings=...)``.
     """
-    run_cli(
-        "train",
-        [str(dataset_id), CONFIGURATION, str(fold), "-tr", trainer, "-p", PLANS, "-device", device],
-        env,
-        log_file,
-    )
+    run_cli("train", _train_args(dataset_id, fold, trainer, device), env, log_file)
+    return _trained_folder(env, dataset_id, fold, trainer)
+
+
+def _train_args(dataset_id: int, fold: int, trainer: str, device: str) -> list[str]:
+    return [str(dataset_id), CONFIGURATION, str(fold), "-tr", trainer, "-p", PLANS, "-device", device]
+
+
+def _trained_folder(env: dict, dataset_id: int, fold: int, trainer: str) -> Path:
     folder = results_folder(env, dataset_id, fold, trainer)
     if not (folder / "checkpoint_final.pth").is_file():
         raise MedaugError(f"{folder}: nnU-Net train finished without checkpoint_final.pth")
@@ -413,15 +421,30 @@ def predict(
     mode, same output): each worker is a spawned process that imports torch, which costs
     more than it saves on a CPU or with few 2D images; use 1-3 for large test sets on a GPU.
     """
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    cases = sorted(p.name[: -len(f"_0000{FILE_ENDING}")] for p in input_dir.glob(f"*_0000{FILE_ENDING}"))
+    cases = _cases_to_predict(input_dir)
+    args = _predict_args(input_dir, output_dir, dataset_id, fold, trainer, device, processes)
+    run_cli("predict", args, env, log_file)
+    _check_predictions(output_dir, cases)
+
+
+def _cases_to_predict(input_dir: str | Path) -> list[str]:
+    cases = sorted(p.name[: -len(f"_0000{FILE_ENDING}")] for p in Path(input_dir).glob(f"*_0000{FILE_ENDING}"))
     if not cases:
         raise MedaugError(f"{input_dir}: no *_0000{FILE_ENDING} images to predict")
-    args = ["-i", input_dir, "-o", output_dir, "-d", str(dataset_id), "-tr", trainer, "-c", CONFIGURATION]
-    args += ["-f", str(fold), "-p", PLANS, "-chk", "checkpoint_final.pth", "--disable_tta"]
-    args += ["-npp", str(processes), "-nps", str(processes), "-device", device, "--disable_progress_bar"]
-    run_cli("predict", [str(a) for a in args], env, log_file)
-    missing = [c for c in cases if not (output_dir / f"{c}{FILE_ENDING}").is_file()]
+    return cases
+
+
+def _predict_args(
+    input_dir: str | Path, output_dir: str | Path, dataset_id: int, fold: int, trainer: str, device: str, processes: int
+) -> list[str]:
+    args = ["-i", input_dir, "-o", output_dir, "-d", dataset_id, "-tr", trainer, "-c", CONFIGURATION]
+    args += ["-f", fold, "-p", PLANS, "-chk", "checkpoint_final.pth", "--disable_tta"]
+    args += ["-npp", processes, "-nps", processes, "-device", device, "--disable_progress_bar"]
+    return [str(a) for a in args]
+
+
+def _check_predictions(output_dir: str | Path, cases: list[str]) -> None:
+    missing = [c for c in cases if not (Path(output_dir) / f"{c}{FILE_ENDING}").is_file()]
     if missing:
         raise MedaugError(f"{output_dir}: nnU-Net predict wrote no segmentation for {missing[:5]}")
 
@@ -479,10 +502,16 @@ def train_and_predict(
         reuse_plans(reference_id, dataset_id, env, logs.with_suffix(".preprocess.log"))
     write_splits(env["nnUNet_preprocessed"], dataset_id, [split])
     train_env = nnunet_env(workdir, threads, training=True, trainer_settings=trainer_settings)
-    folder = train(dataset_id, 0, train_env, trainer, device, logs.with_suffix(".train.log"))
     predictions = workdir / f"predictions_{name}"
     shutil.rmtree(predictions, ignore_errors=True)
     test_images = find_dataset_folder(env["nnUNet_raw"], reference_id) / "imagesTs"
-    predict(test_images, predictions, dataset_id, 0, env, trainer, device, logs.with_suffix(".predict.log"))
+    test_ids = _cases_to_predict(test_images)
+    # One process for both: nnU-Net's imports cost about 7 s per process. The training-only
+    # settings of train_env are read by the trainer alone; prediction runs in the main process.
+    train_args = _train_args(dataset_id, 0, trainer, device)
+    predict_args = _predict_args(test_images, predictions, dataset_id, 0, trainer, device, 0)
+    run_cli("train", [*train_args, THEN, "predict", *predict_args], train_env, logs.with_suffix(".train_predict.log"))
+    folder = _trained_folder(env, dataset_id, 0, trainer)
+    _check_predictions(predictions, test_ids)
     (folder / "checkpoint_best.pth").unlink(missing_ok=True)  # 60+ MB each; the final one is what we score
     return predictions

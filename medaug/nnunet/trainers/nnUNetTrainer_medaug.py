@@ -14,6 +14,9 @@ Knobs (unset or empty = nnU-Net's stock behaviour):
   validation cases after training (a ``--val`` run still validates)
 - ``MEDAUG_NNUNET_SEED``        seed of Python's, NumPy's and torch's global RNGs, which
   nnU-Net's weight init, patch sampling and data augmentation draw from (stock: unseeded)
+- ``MEDAUG_NNUNET_PLOT_EVERY``  draw ``progress.png`` every N epochs and after the last one;
+  0 = after the last one only (stock: every epoch). nnU-Net's figure is 3000 x 5400 px and
+  takes about 1.5 s of CPU to draw, as long as one short demo epoch
 - ``MEDAUG_NNUNET_THREADS``     torch threads on CPU (stock: every core of the machine,
   whatever the scheduler allotted; a fixed count also fixes the float summation order)
 
@@ -71,6 +74,7 @@ class nnUNetTrainer_medaug(nnUNetTrainer):
         self.medaug_skip_final_val = _env_flag("MEDAUG_NNUNET_SKIP_FINAL_VAL")
         self._medaug_trained_here = False
         self.medaug_seed = _env_int("MEDAUG_NNUNET_SEED", None, minimum=0)
+        self.medaug_plot_every = _env_int("MEDAUG_NNUNET_PLOT_EVERY", 1, minimum=0)
         threads = _env_int("MEDAUG_NNUNET_THREADS", None)
         if threads is not None and self.device.type == "cpu":
             torch.set_num_threads(threads)
@@ -83,7 +87,8 @@ class nnUNetTrainer_medaug(nnUNetTrainer):
             f"medaug trainer settings: epochs={self.num_epochs}, iterations/epoch={self.num_iterations_per_epoch}, "
             f"val iterations/epoch={self.num_val_iterations_per_epoch}, "
             f"batch size={self.medaug_batch_size or 'from plans'}, skip final validation={self.medaug_skip_final_val}, "
-            f"seed={self.medaug_seed}, torch threads={torch.get_num_threads()}"
+            f"seed={self.medaug_seed}, progress plot every {self.medaug_plot_every or 'last'} epoch(s), "
+            f"torch threads={torch.get_num_threads()}"
         )
 
     def _set_batch_size_and_oversample(self):
@@ -94,6 +99,23 @@ class nnUNetTrainer_medaug(nnUNetTrainer):
                 raise RuntimeError("MEDAUG_NNUNET_BATCH is not supported with multi-GPU (DDP) training")
             self.batch_size = self.medaug_batch_size
             self.print_to_log_file(f"batch size set to {self.batch_size} by MEDAUG_NNUNET_BATCH")
+
+    def _plots_this_epoch(self) -> bool:
+        last = self.current_epoch == self.num_epochs - 1
+        every = self.medaug_plot_every
+        return last or (every > 0 and (self.current_epoch + 1) % every == 0)
+
+    def on_epoch_end(self):
+        if self._plots_this_epoch():
+            super().on_epoch_end()
+            return
+        # nnU-Net's on_epoch_end also logs, checkpoints and advances the epoch: keep all of
+        # that and skip only the drawing, by shadowing the logger's method for this call.
+        self.logger.plot_progress_png = lambda output_folder: None
+        try:
+            super().on_epoch_end()
+        finally:
+            del self.logger.plot_progress_png
 
     def on_train_end(self):
         super().on_train_end()
