@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -175,11 +176,19 @@ def slurm_ci_run(slurm_cluster, tmp_path_factory, request) -> tuple[Path, str]:
     # A hung executor plugin must fail the tests, not CI.
     guard = ["timeout", "-s", "KILL", str(SLURM_RUN_GUARD)]
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen([*guard, *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            [*guard, *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         try:
             request.getfixturevalue("ci_run")
-        finally:
-            returncode = process.wait()
+        except BaseException:
+            os.killpg(process.pid, signal.SIGTERM)  # Snakemake cancels its SLURM jobs on SIGTERM
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+            raise
+        returncode = process.wait()
         log.seek(0)
         output = log.read()
     assert returncode == 0, output

@@ -506,12 +506,18 @@ def train_and_predict(
     shutil.rmtree(predictions, ignore_errors=True)
     test_images = find_dataset_folder(env["nnUNet_raw"], reference_id) / "imagesTs"
     test_ids = _cases_to_predict(test_images)
-    # One process for both: nnU-Net's imports cost about 7 s per process. The training-only
-    # settings of train_env are read by the trainer alone; prediction runs in the main process.
-    train_args = _train_args(dataset_id, 0, trainer, device)
-    predict_args = _predict_args(test_images, predictions, dataset_id, 0, trainer, device, 0)
-    run_cli("train", [*train_args, THEN, "predict", *predict_args], train_env, logs.with_suffix(".train_predict.log"))
-    folder = _trained_folder(env, dataset_id, 0, trainer)
-    _check_predictions(predictions, test_ids)
+    if device == "cpu":
+        # One process for both: nnU-Net's imports cost about 7 s per process, as long as a
+        # short demo training. The training-only settings of train_env are read by the
+        # trainer alone. Not on CUDA: there both entry points call
+        # torch.set_num_interop_threads, which a process may call only once.
+        train_args = _train_args(dataset_id, 0, trainer, device)
+        predict_args = _predict_args(test_images, predictions, dataset_id, 0, trainer, device, 0)
+        run_cli("train", [*train_args, THEN, "predict", *predict_args], train_env, logs.with_suffix(".log"))
+        folder = _trained_folder(env, dataset_id, 0, trainer)
+        _check_predictions(predictions, test_ids)
+    else:
+        folder = train(dataset_id, 0, train_env, trainer, device, logs.with_suffix(".train.log"))
+        predict(test_images, predictions, dataset_id, 0, env, trainer, device, logs.with_suffix(".predict.log"))
     (folder / "checkpoint_best.pth").unlink(missing_ok=True)  # 60+ MB each; the final one is what we score
     return predictions
