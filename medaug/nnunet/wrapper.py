@@ -2,8 +2,9 @@
 
 Every nnU-Net step runs in a subprocess (``python -m medaug.nnunet.cli``, see there for why)
 with an environment from :func:`nnunet_env`: nnU-Net reads its folders and knobs from
-environment variables at import time, so one process per step is the only reliable way
-to point it at a per-run working directory.
+environment variables at import time, so a fresh process is the only reliable way to
+point it at a per-run working directory (on CPU, training and prediction of one working
+directory share a process: :func:`train_and_predict`).
 
 Augmented datasets are planned with the plans of their real-only dataset
 (:func:`reuse_plans`), so that the synthetic images change the training data only, not the
