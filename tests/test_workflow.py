@@ -168,10 +168,13 @@ def test_demo_runs_dcube_to_its_tables_and_figures(demo_run):
     clean = metrics[(metrics.protocol == "clean") & (metrics.synthetic_count == 0)]
     full = clean[clean.scenario == "full"].groupby("model").accuracy.mean()
     assert (full > 0.5).all(), full  # three classes: chance is 1/3
-    cnn = clean[clean.model == "cnn"].groupby("scenario").recall_MALIGNANT.mean()
-    assert cnn["minority0.1"] < cnn["full"], cnn
+    # Averaged over both classifiers: on the demo stand-in the CNN still learns MALIGNANT
+    # from 2 images, D-Cube does not (README, D-Cube demo results).
+    minority_recall = clean.groupby("scenario").recall_MALIGNANT.mean()
+    assert minority_recall["minority0.1"] < minority_recall["full"] - 0.1, minority_recall
+    # Samples of every class are recognisable as that class by the real-data CNN (chance 1/3).
     quality = pd.read_csv(base / "tables" / "synthetic_quality.csv")
-    assert len(quality) == 3 and quality.baseline_accuracy_on_synthetic.between(0, 1).all()
+    assert len(quality) == 3 and (quality.baseline_accuracy_on_synthetic > 0.4).all(), quality
 
     test_ids = set(json.loads((base / "pancreas" / "splits.json").read_text())["folds"][0]["test"])
     for scenario in ("full", "minority0.1"):

@@ -1,8 +1,13 @@
 """D-Cube-style classification tree: ``<root>/{Train,Test}/<class>/*.png`` (grey).
 
 Pancreas-CT-like slices: an abdomen with a gland; NORMAL has a homogeneous gland,
-BENIGN a small round well-defined cyst, MALIGNANT a larger irregular heterogeneous
-hypodense mass with a dilated duct. Classes are imbalanced as configured.
+BENIGN a round well-defined fluid cyst, MALIGNANT a larger irregular, mildly hypodense
+mass with a dilated duct. Classes are imbalanced as configured.
+
+The classes differ in lesion shape and density, not in texture. A briefly trained
+generator's samples carry leftover noise, and with a heterogeneous mass (an earlier
+stand-in) the real-data classifier called every noisy sample MALIGNANT, so that no
+class's samples could be told apart (README, D-Cube demo results).
 """
 
 from __future__ import annotations
@@ -22,22 +27,22 @@ def _slice(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
     body = ellipse(shape, (size / 2, size / 2), (size * 0.36, size * 0.46))
     hu[body] = -80.0
     hu[ellipse(shape, (size / 2, size / 2), (size * 0.32, size * 0.42))] = 35.0
-    gland_center = (size * rng.uniform(0.42, 0.55), size * rng.uniform(0.4, 0.6))
-    gland_radii = (size * rng.uniform(0.07, 0.1), size * rng.uniform(0.18, 0.24))
+    gland_center = (size * rng.uniform(0.45, 0.52), size * rng.uniform(0.45, 0.55))
+    gland_radii = (size * rng.uniform(0.11, 0.13), size * rng.uniform(0.22, 0.26))
     gland = ellipse(shape, gland_center, gland_radii, angle=rng.uniform(-0.4, 0.4))
     hu[gland] = 95.0
     hu[ellipse(shape, (size * 0.68, size / 2), (size * 0.05, size * 0.05))] = 600.0  # vertebra
-    offset = (rng.uniform(-0.4, 0.4) * gland_radii[0], rng.uniform(-0.5, 0.5) * gland_radii[1])
+    offset = (rng.uniform(-0.2, 0.2) * gland_radii[0], rng.uniform(-0.3, 0.3) * gland_radii[1])
     lesion_center = (gland_center[0] + offset[0], gland_center[1] + offset[1])
-    # Lesions a few pixels wide at the demo's 32 px, so that a small classifier (and a small
-    # generator) trained for a minute can tell the classes apart.
+    # A wide gland with lesions of a few pixels at the demo's 24 px, near the gland's middle,
+    # so that a small generator trained for a minute draws them where the gland is.
     if label == "BENIGN":
-        cyst = ellipse(shape, lesion_center, (size * 0.075, size * 0.08))
-        hu[cyst] = -20.0
+        cyst = ellipse(shape, lesion_center, (size * rng.uniform(0.1, 0.12),) * 2)
+        hu[cyst] = -10.0
     elif label == "MALIGNANT":
-        mass = irregular_blob(rng, shape, lesion_center, size * rng.uniform(0.11, 0.14), roughness=0.35)
-        hu[mass] = 45.0 + 35.0 * smooth_noise(rng, shape, 1.0)[mass]
-        duct = ellipse(shape, gland_center, (size * 0.012, gland_radii[1] * 0.8), angle=0.0) & gland & ~mass
+        mass = irregular_blob(rng, shape, lesion_center, size * rng.uniform(0.14, 0.17), roughness=0.35)
+        hu[mass] = 50.0
+        duct = ellipse(shape, gland_center, (size * 0.02, gland_radii[1] * 0.8), angle=0.0) & gland & ~mass
         hu[duct] = 5.0
     hu += 8.0 * smooth_noise(rng, shape, 1.2) + 10.0 * rng.standard_normal(shape).astype(np.float32)
     hu = ndimage.gaussian_filter(hu, 0.5)
