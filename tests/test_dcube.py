@@ -342,6 +342,8 @@ def test_every_dcube_stage_runs_a_step_at_paper_shapes(paper, tmp_path):
                 "blocks": [str(tmp_path / "blocks.json")],
                 "quality": [str(quality)],
                 "synthetic": [str(synthetic)],
+                "prepared": [data_inputs["prepared"]],
+                "splits": [data_inputs["splits"]],
             },
             {"metrics": str(out / "metrics.tsv"), "tables": str(out / "tables"), "figures": str(out / "figures")},
             report_settings,

@@ -156,29 +156,38 @@ def _line_figure(summary: pd.DataFrame, x: str, metrics: list[str], xlabel: str,
 
 
 def _sample_figure(settings: dict, inputs: dict, path: Path) -> None:
+    """Per dataset and class, a few real training images, then synthetic ones of that class."""
     plt = pyplot()
-    per_class = 6
+    real_count, synthetic_count = 3, 6
+    columns = real_count + 1 + synthetic_count  # an empty column between real and synthetic
     panels = []
-    for job, folder in zip(settings["quality"], inputs["synthetic"], strict=True):
+    sources = zip(settings["quality"], inputs["synthetic"], inputs["prepared"], inputs["splits"], strict=True)
+    for job, folder, prepared, splits in sources:
         synthetic = data.read_synthetic(folder)
+        real = data.role_images(prepared, read_json(splits), "train")
         classes = sorted(
             set(zip(synthetic.labels, pd.read_csv(Path(folder) / data.SYNTHETIC_MANIFEST, sep="\t").label, strict=True))
         )
-        panels.append((job["dataset"], synthetic, classes))
-    rows = sum(len(classes) for _, _, classes in panels)
-    figure, axes = plt.subplots(max(rows, 1), per_class, figsize=(1.3 * per_class, 1.4 * max(rows, 1)), squeeze=False)
+        panels.append((job["dataset"], real, synthetic, classes))
+    rows = max(sum(len(classes) for *_, classes in panels), 1)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.4 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
     row = 0
-    for dataset, synthetic, classes in panels:
+    for dataset, real, synthetic, classes in panels:
         for index, name in classes:
-            chosen = synthetic.images[synthetic.labels == index][:per_class]
-            for column in range(per_class):
-                axis = axes[row][column]
-                axis.axis("off")
-                if column < len(chosen):
-                    axis.imshow(chosen[column], cmap="gray", vmin=-1, vmax=1)
-            axes[row][0].set_title(f"{dataset}: {name}", fontsize=7, loc="left")
+            shown = list(enumerate(real.images[real.labels == index][:real_count]))
+            start = real_count + 1
+            shown += [
+                (start + k, image)
+                for k, image in enumerate(synthetic.images[synthetic.labels == index][:synthetic_count])
+            ]
+            for column, image in shown:
+                axes[row][column].imshow(image, cmap="gray", vmin=-1, vmax=1)
+            axes[row][0].set_title(f"{dataset}: {name}, real", fontsize=7, loc="left")
+            axes[row][start].set_title("synthetic", fontsize=7, loc="left")
             row += 1
-    figure.suptitle("Synthetic images per class (step-1 U-ViT, full data)")
+    figure.suptitle("Real training images and synthetic images per class (step-1 U-ViT, full data)")
     save(figure, path)
 
 

@@ -102,6 +102,9 @@ def report_inputs(config: dict, w: dict) -> dict:
         "blocks": [fill(paths.BLOCKS, **s) for s in params.generator_jobs(config)],
         "quality": [fill(paths.SYNTHETIC_QUALITY, **q) for q in params.quality_jobs(config)],
         "synthetic": [fill(paths.SYNTHETIC, **q) for q in params.quality_jobs(config)],
+        # the real training images shown beside the synthetic ones
+        "prepared": [fill(paths.PREPARED, **q) for q in params.quality_jobs(config)],
+        "splits": [fill(paths.SPLITS, **q) for q in params.quality_jobs(config)],
     }
 
 
