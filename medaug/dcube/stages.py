@@ -96,15 +96,15 @@ QUALITY = Spec(
 
 
 def report_inputs(config: dict, w: dict) -> dict:
-    runs = params.runs(config)
+    runs, quality = params.runs(config), params.quality_jobs(config)
     return {
         "predictions": [fill(paths.PREDICTIONS, **run) for run in runs],
         "blocks": [fill(paths.BLOCKS, **s) for s in params.generator_jobs(config)],
-        "quality": [fill(paths.SYNTHETIC_QUALITY, **q) for q in params.quality_jobs(config)],
-        "synthetic": [fill(paths.SYNTHETIC, **q) for q in params.quality_jobs(config)],
+        "quality": [fill(paths.SYNTHETIC_QUALITY, **q) for q in quality],
+        "synthetic": [fill(paths.SYNTHETIC, **q) for q in quality],
         # the real training images shown beside the synthetic ones
-        "prepared": [fill(paths.PREPARED, **q) for q in params.quality_jobs(config)],
-        "splits": [fill(paths.SPLITS, **q) for q in params.quality_jobs(config)],
+        "prepared": [fill(paths.PREPARED, **q) for q in quality],
+        "splits": [fill(paths.SPLITS, **q) for q in quality],
     }
 
 
