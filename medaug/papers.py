@@ -4,7 +4,8 @@ Each paper's ``params`` module says what the registry needs of it: ``REPRESENTAT
 2D form its datasets are prepared to, :data:`medaug.preparation.REPRESENTATIONS`),
 ``FORMATS`` (the dataset formats it reads), ``PREPARE_KEYS`` (the keys of its config
 section that shape the prepared data), ``split_settings``, ``config_problems`` (its
-cross-key config checks) and ``targets`` (its final outputs). The shared core never
+cross-key config checks) and ``targets`` (its final outputs); its ``claims`` module lists
+what its demo claims about trained models (``CLAIMS``). The shared core never
 imports this module or a paper package; the Snakefile and the shared stages do.
 """
 
@@ -33,6 +34,14 @@ def load_config(config_files: list[str]) -> dict:
 def targets(config: dict, paper: str) -> list[str]:
     """Everything built so far for one paper, on each of its datasets."""
     return PAPERS[paper].targets(config)
+
+
+def demo_claims(paper: str | None = None) -> list:
+    """The demo's claims (:class:`medaug.claims.Claim`) of ``paper``, or of every paper."""
+    import importlib
+
+    names = [paper] if paper else list(PAPERS)
+    return [claim for name in names for claim in importlib.import_module(f"medaug.{name}.claims").CLAIMS]
 
 
 def used_datasets(config: dict) -> list[str]:

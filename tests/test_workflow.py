@@ -11,6 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from medaug.claims import failures
+from medaug.papers import demo_claims
+
 from .conftest import CI_RUN_GUARD, DEMO_RUN_GUARD, REPO, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.timeout(DEMO_RUN_GUARD + CI_RUN_GUARD)]
@@ -90,12 +93,11 @@ def test_demo_runs_diffboost_to_its_tables_and_figures(demo_run):
     counts = json.loads((base / "spleen" / "fold0" / "synthetic" / "ratio2" / "counts.json").read_text())
     assert counts["per_slice_min"] == counts["per_slice_max"] == 2
     # The demo's segmenters learn (a mean-mask predictor scores below 0.3, tests/test_demo.py):
-    # the baseline and the nnU-Net arm at ratio 0 reach a mean Dice of 0.80 on every dataset
-    # under both protocols.
+    # the baseline and the nnU-Net arm at ratio 0 clear their bars (medaug/<paper>/claims.py) on
+    # every dataset under both protocols.
     learned = metrics[metrics.variant.isin(["baseline", "nnunet_r0"])]
-    per_run = learned.groupby(["dataset", "variant", "protocol"]).dice.mean()
-    assert (per_run >= 0.80).all(), per_run
-    assert len(per_run) == 2 * 3 * 2, per_run  # both segmenters, datasets and protocols
+    assert learned.groupby(["dataset", "variant", "protocol"]).ngroups == 2 * 3 * 2
+    assert not failures(demo_run, demo_claims("diffboost"))
 
 
 def test_demo_runs_diffmix_label_maps_that_raise_the_rare_class(demo_run):
@@ -124,7 +126,8 @@ def test_demo_runs_diffmix_to_hovernet_tables_and_figures(demo_run):
     base = demo_run / "results" / "diffmix"
     synthesis = pd.read_csv(base / "tables" / "synthesis.csv")
     assert len(synthesis) == 4
-    assert (synthesis["synthetic under its map"] > synthesis["real crop under the virtual map"]).all(), synthesis
+    # the patches follow their maps; HoVer-Net's baseline learns (medaug/<paper>/claims.py)
+    assert not failures(demo_run, demo_claims("diffmix"))
     for dataset in ("consep", "glysac"):
         for kind in ("balancing", "enlarging"):
             folder = base / dataset / "synthetic" / kind
@@ -134,12 +137,6 @@ def test_demo_runs_diffmix_to_hovernet_tables_and_figures(demo_run):
             assert set(manifest.source_tile) <= set(
                 json.loads((base / dataset / "splits.json").read_text())["folds"][0]["train"]
             )
-        baseline = json.loads(
-            (base / dataset / "hovernet" / "baseline" / "ratio0" / "seed0" / "metrics.json").read_text()
-        )
-        # All-foreground scores about 0.43 (nuclei cover about 28 % of a tile) and detects
-        # nothing, all-background scores 0.
-        assert baseline["metrics"]["dice"] >= 0.65 and baseline["metrics"]["f1_detection"] >= 0.45, baseline["metrics"]
         diffmix = json.loads(
             (base / dataset / "hovernet" / "diffmix" / "ratio1" / "seed0" / "metrics.json").read_text()
         )
@@ -165,16 +162,10 @@ def test_demo_runs_dcube_to_its_tables_and_figures(demo_run):
         assert (base / "tables" / f"{table}.md").read_text().startswith("### "), table
     for figure in ("metric_vs_synthetic.png", "metric_vs_imbalance.png", "samples.png"):
         assert (base / "figures" / figure).stat().st_size > 1000
-    clean = metrics[(metrics.protocol == "clean") & (metrics.synthetic_count == 0)]
-    full = clean[clean.scenario == "full"].groupby("model").accuracy.mean()
-    assert (full > 0.5).all(), full  # three classes: chance is 1/3
-    # Averaged over both classifiers: on the demo stand-in the CNN still learns MALIGNANT
-    # from 2 images, D-Cube does not (README, D-Cube demo results).
-    minority_recall = clean.groupby("scenario").recall_MALIGNANT.mean()
-    assert minority_recall["minority0.1"] < minority_recall["full"] - 0.1, minority_recall
-    # Samples of every class are recognisable as that class by the real-data CNN (chance 1/3).
-    quality = pd.read_csv(base / "tables" / "synthetic_quality.csv")
-    assert len(quality) == 3 and (quality.baseline_accuracy_on_synthetic > 0.4).all(), quality
+    # Both classifiers learn, the minority scenario costs the minority class recall, and the
+    # real-data CNN recognises every class's synthetic images (medaug/<paper>/claims.py).
+    assert len(pd.read_csv(base / "tables" / "synthetic_quality.csv")) == 3
+    assert not failures(demo_run, demo_claims("dcube"))
 
     test_ids = set(json.loads((base / "pancreas" / "splits.json").read_text())["folds"][0]["test"])
     for scenario in ("full", "minority0.1"):
