@@ -91,12 +91,21 @@ def main() -> None:
     parser.add_argument("--papers", nargs="+", choices=PAPERS, default=list(PAPERS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4], help="none: only summarize")
     parser.add_argument("--float-paths", nargs="+", choices=FLOAT_PATHS, default=["native"])
-    parser.add_argument("--workdir", type=Path, required=True, help="one folder per float path and seed inside")
+    parser.add_argument(
+        "--workdir", type=Path, default=REPO / "results" / "seed_spread", help="one folder per path and seed inside"
+    )
     parser.add_argument("--table", type=Path, required=True, help="TSV of every value; existing rows are kept")
     parser.add_argument("--markdown", type=Path, help="also write the summary here, as a Markdown table")
     parser.add_argument("--config", type=Path, default=REPO / "config.yaml")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        help="read the claims of this finished demo run (e.g. the test suite's) as the one seed and path given",
+    )
     args = parser.parse_args()
+    if args.from_run and (len(args.seeds) != 1 or len(args.float_paths) != 1):
+        parser.error("--from-run takes exactly one seed and one float path")
 
     table = pd.read_csv(args.table, sep="\t") if args.table.exists() else pd.DataFrame(columns=COLUMNS)
     print(f"CPU: {cpu_model()}", flush=True)
@@ -104,10 +113,13 @@ def main() -> None:
         env = {**os.environ, **FLOAT_PATHS[path]}
         taken = capability(env)
         for seed in args.seeds:
-            workdir = args.workdir / path / f"seed{seed}"
-            minutes = run_demo(workdir, args.papers, seed, env, args.cores, args.config)
+            if args.from_run:
+                workdir, minutes = args.from_run, float("nan")
+            else:
+                workdir = args.workdir / path / f"seed{seed}"
+                minutes = run_demo(workdir, args.papers, seed, env, args.cores, args.config)
             this_run = table.paper.isin(args.papers) & (table.float_path == path) & (table.seed.astype(int) == seed)
-            if minutes < 0.5 and this_run.any():  # nothing was left to run: keep the minutes it took
+            if not minutes >= 0.5 and this_run.any():  # nothing was left to run: keep the minutes it took
                 minutes = table[this_run].minutes.max()
             rows = []
             for paper in args.papers:
