@@ -12,6 +12,7 @@ import pandas as pd
 from medaug.claims import Claim
 from medaug.diffboost import paths
 from medaug.io import read_json
+from medaug.paths import fill
 
 DATASETS = ("busi", "spleen", "prostate")
 PROTOCOLS = ("official", "clean")
@@ -28,11 +29,11 @@ def _dice(dataset: str, variant: str, protocol: str):
     return read
 
 
-def _contrast(dataset: str):
+def _quality(dataset: str, source: str, measure: str):
+    """One of ``generator_quality``'s measures of the real, fine-tuned or untrained images."""
+
     def read(workdir: Path) -> float:
-        return read_json(workdir / paths.fill(paths.GENERATOR_QUALITY, dataset=dataset, fold=0))["fine_tuned"][
-            "contrast_of_real"
-        ]
+        return read_json(workdir / fill(paths.GENERATOR_QUALITY, dataset=dataset, fold=0))[source][measure]
 
     return read
 
@@ -50,7 +51,30 @@ CLAIMS = (
         for protocol in PROTOCOLS
     ),
     *(
-        Claim(paths.PAPER, f"{dataset} generator contrast, share of real", 0.5, _contrast(dataset), asserted=False)
+        claim
         for dataset in DATASETS
+        for claim in (
+            Claim(
+                paths.PAPER,
+                f"{dataset} generator contrast, share of real",
+                0.5,
+                _quality(dataset, "fine-tuned", "contrast_of_real"),
+                asserted=False,
+            ),
+            Claim(
+                paths.PAPER,
+                f"{dataset} untrained generator contrast, share of real",
+                None,
+                _quality(dataset, "untrained", "contrast_of_real"),
+                asserted=False,
+            ),
+            Claim(
+                paths.PAPER,
+                f"{dataset} Dice of a segmenter trained on fine-tuned samples only",
+                None,
+                _quality(dataset, "fine-tuned", "segmenter_dice"),
+                asserted=False,
+            ),
+        )
     ),
 )

@@ -13,6 +13,7 @@ import pandas as pd
 from medaug.claims import Claim
 from medaug.diffmix import paths
 from medaug.io import read_json
+from medaug.paths import fill
 
 DATASETS = ("consep", "glysac")
 
@@ -30,7 +31,7 @@ def _hovernet(dataset: str, arm: str, ratio: str, metric: str | None = None):
     """A test-set metric of one HoVer-Net run; None: the rare class's F_c."""
 
     def read(workdir: Path) -> float:
-        record = read_json(workdir / paths.fill(paths.HOVERNET_METRICS, dataset=dataset, arm=arm, ratio=ratio, seed=0))
+        record = read_json(workdir / fill(paths.HOVERNET_METRICS, dataset=dataset, arm=arm, ratio=ratio, seed=0))
         return record["metrics"][metric or f"f1_type{record['rare_class']}"]
 
     return read
