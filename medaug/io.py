@@ -61,7 +61,8 @@ def read_json(path: str | Path) -> object:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a PNG/TIFF/JPEG as an array (H×W or H×W×C), naming the file on failure."""
+    """Read a PNG/TIFF/JPEG as an array (H×W or H×W×C) on the 0..255 scale, naming the file
+    on failure (see ``to_8bit_scale``)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -72,9 +73,52 @@ def read_image(path: str | Path) -> np.ndarray:
             image.load()
             if image.mode in ("P", "LA", "PA", "CMYK", "YCbCr", "1"):
                 image = image.convert("RGBA" if "A" in image.mode else "RGB")
-            return np.asarray(image)
+            pixels = np.asarray(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(path, f"unreadable or corrupt image ({exc})") from None
+    return to_8bit_scale(pixels, path)
+
+
+# Bit depths that scanners and exports write into 16-bit containers (12-bit ultrasound and
+# CT, 10- and 14-bit detectors).
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+
+
+def to_8bit_scale(pixels: np.ndarray, path: str | Path) -> np.ndarray:
+    """``pixels`` on the 0..255 scale every later step assumes, whatever the file's type.
+
+    8-bit images are returned as they are. Deeper integer images are divided by the top of
+    the smallest bit depth in ``BIT_DEPTHS`` (else their type's) that holds their maximum:
+    a 16-bit export keeps its relative intensities, a 12-bit scan in a 16-bit PNG keeps its
+    contrast, and 8-bit values in a wider type stay as they are. Float images are taken as
+    0..1 or 0..255, whichever holds them; anything else (negative, NaN, beyond 255) is an
+    error naming the file, never a clipped or constant image.
+    """
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype == np.bool_:
+        return pixels.astype(np.uint8) * 255
+    if np.issubdtype(pixels.dtype, np.floating):
+        bad = pixels.size - int(np.count_nonzero(np.isfinite(pixels)))
+        if bad:
+            raise DatasetError(path, f"{bad} non-finite (NaN or inf) pixels out of {pixels.size}")
+        low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+        if low >= 0 and high <= 1:
+            return pixels.astype(np.float32) * 255
+        if low >= 0 and high <= 255:
+            return pixels.astype(np.float32)
+        expected = "expected 0..1 or 0..255 (or save it as 8- or 16-bit integers)"
+        raise DatasetError(path, f"float pixels from {low:g} to {high:g}; {expected}")
+    if not np.issubdtype(pixels.dtype, np.integer):
+        raise DatasetError(path, f"pixels of type {pixels.dtype}, expected integers or floats")
+    low, high = (int(pixels.min()), int(pixels.max())) if pixels.size else (0, 0)
+    if low < 0:
+        raise DatasetError(path, f"negative pixel values (minimum {low}) in a {pixels.dtype} image; expected >= 0")
+    bits = next((b for b in BIT_DEPTHS if high < 2**b), None)
+    top = 2**bits - 1 if bits is not None else np.iinfo(pixels.dtype).max
+    if bits == 8:
+        return pixels.astype(np.float32)
+    return (pixels.astype(np.float64) * (255.0 / top)).astype(np.float32)
 
 
 # Luminance weights of R, G, B: ITU-R 601 (PIL's convert("L")) and ITU-R 709 (skimage's

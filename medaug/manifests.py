@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 
 from medaug import paths
+from medaug.datasets.base import folder_entries
+from medaug.errors import DatasetError
 from medaug.io import atomic_output
 from medaug.paths import fill
 from medaug.stage import Job, Spec, Stage
@@ -36,11 +38,33 @@ def _read(path: Path) -> dict:
 
 
 def _files(root: Path) -> list[Path]:
-    """Every file under ``root``, hidden ones (``.DS_Store``, unfinished writes) left out."""
-    found = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(folder) / name for name in sorted(names) if not name.startswith(".")]
+    """Every file under ``root``, following links, OS clutter (``.DS_Store``, ``._*``,
+    ``__MACOSX``, unfinished writes) left out. A broken link, a link loop or an unreadable
+    folder is an error of this dataset that names it."""
+    found: list[Path] = []
+
+    def walk(folder: Path, ancestors: frozenset[Path]) -> None:
+        try:
+            entries = folder_entries(folder)
+        except OSError as exc:
+            raise DatasetError(folder, f"folder cannot be read ({exc.strerror or exc})") from None
+        for entry in entries:
+            if entry.is_symlink():
+                try:
+                    entry.resolve(strict=True)
+                except FileNotFoundError:
+                    raise DatasetError(entry, f"broken symbolic link (points to {os.readlink(entry)})") from None
+                except (RuntimeError, OSError):
+                    raise DatasetError(entry, "symbolic link loop") from None
+            if entry.is_dir():
+                real = entry.resolve()
+                if real in ancestors:
+                    raise DatasetError(entry, f"symbolic link loop (leads back to {real})")
+                walk(entry, ancestors | {real})
+            elif entry.is_file():
+                found.append(entry)
+
+    walk(root, frozenset({root.resolve()}))
     return found
 
 
@@ -82,15 +106,35 @@ def update_manifest(root: str | Path, manifest: str | Path) -> bool:
 def refresh_manifests(config: dict, datasets: list[str]) -> list[str]:
     """Bring the existing manifests of ``datasets`` up to date with their folders (the
     Snakefile calls this on every run, before Snakemake compares time stamps); a missing
-    manifest is left to the ``list_dataset_files`` rule. Returns the datasets whose
+    manifest is left to the ``list_dataset_files`` rule, and a folder that cannot be listed
+    (a broken link, say) gets a manifest that records why. Returns the datasets whose
     manifest changed."""
     changed = []
     for name in datasets:
         root = Path(config["datasets"][name]["root"])
         manifest = Path(fill(paths.MANIFEST, dataset=name))
-        if manifest.is_file() and root.is_dir() and update_manifest(root, manifest):
-            changed.append(name)
+        if not (manifest.is_file() and root.is_dir()):
+            continue
+        try:
+            if update_manifest(root, manifest):
+                changed.append(name)
+        except DatasetError as error:
+            # Only this dataset's jobs may fail: the manifest records the problem (which
+            # reruns its preparation, where it is reported) and every other job still plans.
+            log.warning("dataset '%s' cannot be listed: %s", name, error)
+            content = {"root": str(root), "error": {"path": str(error.path), "problem": error.problem}}
+            if _read(manifest) != content:
+                with atomic_output(manifest) as tmp:
+                    tmp.write_text(json.dumps(content, indent=1) + "\n")
+                changed.append(name)
     return changed
+
+
+def check_listing(manifest: str | Path) -> None:
+    """Raise the problem a manifest records instead of its files (see ``refresh_manifests``)."""
+    error = _read(Path(manifest)).get("error")
+    if error:
+        raise DatasetError(error["path"], error["problem"])
 
 
 def _list(job: Job) -> None:

@@ -71,8 +71,10 @@ def prepare_settings(config: dict, wildcards: dict) -> dict:
 
 
 def _prepare(job: Job) -> None:
+    from medaug.manifests import check_listing
     from medaug.preparation import prepare
 
+    check_listing(job.inputs["manifest"])
     prepare(job.settings["representation"], job.outputs["prepared"], job.settings["prepare"])
 
 

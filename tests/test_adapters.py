@@ -400,6 +400,29 @@ def tree_nan_image(root):
     return path, "2 non-finite (NaN or inf) pixels"
 
 
+def nuclei_labels_transposed_against_image(root):
+    _, label = _tile(root)
+
+    def transpose_all(mat):  # as a v7.3 file read with h5py and re-saved comes out
+        mat.update(inst_map=mat["inst_map"].T, type_map=mat["type_map"].T)
+        mat.update(inst_centroid=mat["inst_centroid"][:, ::-1].copy())
+
+    _edit_mat(label, transpose_all)
+    return label, "label maps look transposed against the image"
+
+
+def busi_float_image_out_of_range(root):
+    image = _busi_first(root)
+    _float_tiff(image, np.asarray(Image.open(image).convert("L"), dtype=np.float32) * 1000)
+    return image, "float pixels from 0 to"
+
+
+def tree_negative_image(root):
+    path = root / "Train" / "BENIGN" / "benign_9998.tif"
+    Image.fromarray(np.full((72, 72), -5, dtype=np.int32)).save(path, format="TIFF")
+    return path, "negative pixel values (minimum -5)"
+
+
 BAD_INPUTS = [
     ("busi", busi_corrupt_image),
     ("busi", busi_shape_mismatch),
@@ -432,6 +455,9 @@ BAD_INPUTS = [
     ("glysac", nuclei_transposed_inst_map),
     ("consep", nuclei_type_disagrees),
     ("glysac", nuclei_nan_centroid),
+    ("consep", nuclei_labels_transposed_against_image),
+    ("busi", busi_float_image_out_of_range),
+    ("pancreas", tree_negative_image),
     ("pancreas", tree_empty_class),
     ("pancreas", tree_corrupt_image),
     ("pancreas", tree_duplicate_id),
@@ -457,10 +483,22 @@ def test_bad_input_is_named_and_leaves_no_output(config, broken_copy, tmp_path, 
 
 def test_bad_input_in_dcube_busi_source_is_rejected_too(config, broken_copy, tmp_path):
     root = broken_copy(DEMO_FOLDER["busi"])
-    bad_path, problem = busi_missing_mask(root)
-    with pytest.raises(DatasetError, match="missing mask"):
+    bad_path, problem = busi_corrupt_image(root)
+    with pytest.raises(DatasetError, match=problem):
         prepare_classification("busi", entry_for(config, "busi", root), tmp_path / "prepared", 32)
     assert not (tmp_path / "prepared").exists()
+
+
+def test_dcube_reads_a_busi_class_tree_without_masks(config, broken_copy, tmp_path):
+    # Classification never uses the masks; DiffBoost, which does, still demands them.
+    root = broken_copy(DEMO_FOLDER["busi"])
+    with_masks = classification_dataset(entry_for(config, "busi", root)).cases()
+    for mask in root.glob("*/*_mask*.png"):
+        mask.unlink()
+    meta = prepare_classification("busi", entry_for(config, "busi", root), tmp_path / "prepared", 32)
+    assert sum(meta["images_per_class"].values()) == len(with_masks)
+    with pytest.raises(DatasetError, match="missing mask"):
+        segmentation_dataset(entry_for(config, "busi", root)).cases()
 
 
 # --- what the checks let through, and what they catch beyond the files ---------------------
@@ -527,3 +565,109 @@ def test_sixteen_bit_class_tree_keeps_its_relative_intensities(config, tmp_path)
     prepare_classification("tree", entry, tmp_path / "prepared", 32)
     images = np.load(tmp_path / "prepared" / "images.npz")["image"]
     assert abs(images.mean() - 63) < 2
+
+
+# --- one image-normalisation path for every reader ------------------------------------------
+
+
+def _grey_levels():
+    return np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1))  # every 4th level, 64×64
+
+
+ENCODINGS = {  # name -> (PIL image of the grey levels above, format)
+    "16-bit PNG": (lambda g: Image.fromarray(g.astype(np.uint16) * 257), "PNG"),
+    "12-bit range in a 16-bit PNG": (lambda g: Image.fromarray(np.round(g * (4095 / 255)).astype(np.uint16)), "PNG"),
+    "8-bit values in a 16-bit PNG": (lambda g: Image.fromarray(g.astype(np.uint16)), "PNG"),
+    "32-bit integer TIFF": (lambda g: Image.fromarray(g.astype(np.int32) * 257), "TIFF"),
+    "float TIFF in 0..1": (lambda g: Image.fromarray(g.astype(np.float32) / 255), "TIFF"),
+    "float TIFF in 0..255": (lambda g: Image.fromarray(g.astype(np.float32)), "TIFF"),
+}
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_every_reader_brings_an_image_to_the_8bit_scale(config, broken_copy, encoding):
+    """The same grey levels, stored deeper or as floats, read as those levels by the
+    DiffBoost reader, the D-Cube BUSI reader and the D-Cube class tree alike: never
+    clipped to white, squeezed into a few levels, blackened or made constant."""
+    levels = _grey_levels()
+    make, file_format = ENCODINGS[encoding]
+    busi = broken_copy(DEMO_FOLDER["busi"])
+    tree = broken_copy(DEMO_FOLDER["pancreas"])
+    busi_image = _busi_first(busi)
+    make(levels).save(busi_image, format=file_format)
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(_busi_first(busi, "_mask"))
+    tree_image = tree / "Train" / "BENIGN" / "benign_9999.tif"
+    make(levels).save(tree_image, format=file_format)
+
+    segmentation = segmentation_dataset(entry_for(config, "busi", busi))
+    busi_classes = classification_dataset(entry_for(config, "busi", busi))
+    class_tree = classification_dataset(entry_for(config, "pancreas", tree))
+
+    def ref_of(dataset, image):
+        return next(r for r in dataset.cases() if r.files["image"] == image)
+
+    read = {
+        "DiffBoost BUSI": segmentation.load(ref_of(segmentation, busi_image)).image[0],
+        "D-Cube BUSI": busi_classes.load_image(ref_of(busi_classes, busi_image)),
+        "D-Cube class tree": class_tree.load_image(ref_of(class_tree, tree_image)),
+    }
+    for reader, grey in read.items():
+        np.testing.assert_allclose(grey, levels, atol=0.51, err_msg=f"{encoding} read by {reader}")
+
+
+def test_os_clutter_is_ignored_by_every_reader_and_manifest(config, broken_copy, tmp_path):
+    from medaug.manifests import update_manifest
+
+    clutter = {  # what macOS archives, Finder and Explorer leave beside the data
+        "._{}": b"\x00\x05\x16\x07AppleDouble",
+        ".DS_Store": b"\x00\x00\x00\x01Bud1",
+        "Thumbs.db": b"\xd0\xcf\x11\xe0",
+    }
+    for dataset in ("busi", "pancreas", "consep"):
+        root = broken_copy(DEMO_FOLDER[dataset])
+        entry = entry_for(config, dataset, root)
+        read = {"busi": segmentation_dataset, "pancreas": classification_dataset, "consep": nuclei_dataset}[dataset]
+        clean_cases = [r.case_id for r in read(entry).cases()]
+        update_manifest(root, tmp_path / f"{dataset}-clean.json")
+        for folder in [p for p in root.rglob("*") if p.is_dir()]:
+            first = sorted(f for f in folder.iterdir() if f.is_file())
+            for name, data in clutter.items():
+                (folder / name.format(first[0].name if first else "x.png")).write_bytes(data)
+            macosx = root / "__MACOSX" / folder.relative_to(root)
+            macosx.mkdir(parents=True, exist_ok=True)
+            (macosx / "._x.png").write_bytes(clutter["._{}"])
+        assert [r.case_id for r in read(entry).cases()] == clean_cases, dataset
+        update_manifest(root, tmp_path / f"{dataset}-cluttered.json")
+        listed = [
+            json.loads((tmp_path / f"{dataset}-{kind}.json").read_text())["files"] for kind in ("clean", "cluttered")
+        ]
+        assert listed[0] == listed[1], dataset
+
+
+@pytest.mark.parametrize("link", ["dangling", "loop"])
+def test_a_bad_link_in_a_dataset_is_one_error_of_that_dataset(config, broken_copy, tmp_path, link):
+    from medaug import paths
+    from medaug.manifests import check_listing, refresh_manifests, update_manifest
+    from medaug.paths import fill
+
+    root = broken_copy(DEMO_FOLDER["busi"])
+    path = root / "benign" / ("gone.png" if link == "dangling" else "again")
+    path.symlink_to(tmp_path / "missing.png" if link == "dangling" else root)
+    with pytest.raises(DatasetError) as error:
+        update_manifest(root, tmp_path / "manifest.json")
+    assert str(error.value).startswith(f"{path}: ")
+    assert ("broken symbolic link" if link == "dangling" else "symbolic link loop") in str(error.value)
+    assert not (tmp_path / "manifest.json").exists()
+
+    # At parse time (every snakemake call) the manifest records it, for the preparation to
+    # report; the call goes on.
+    workdir = tmp_path / "run"
+    manifest = workdir / fill(paths.MANIFEST, dataset="busi")
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        assert refresh_manifests({"datasets": {"busi": {"root": str(root)}}}, ["busi"]) == ["busi"]
+    with pytest.raises(DatasetError) as recorded:
+        check_listing(manifest)
+    assert str(recorded.value) == str(error.value)

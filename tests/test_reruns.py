@@ -200,3 +200,18 @@ def test_repairing_one_file_inside_a_dataset_reruns_exactly_that_dataset(demo_ro
         ("make_splits", "spleen"),
         ("prepare_dataset", "spleen"),
     ]
+
+    # A dangling link inside the other dataset: every call still plans, that dataset's
+    # jobs are added to the spleen's, and running them names the link in one line.
+    link = data / "Task05_Prostate" / "imagesTr" / "prostate_99.nii.gz"
+    link.symlink_to(data / "gone.nii.gz")
+    jobs = planned_jobs(workdir, *plan)
+    assert sorted((rule, w.get("dataset")) for rule, w in jobs if w.get("dataset") == "prostate") == [
+        ("make_splits", "prostate"),
+        ("prepare_dataset", "prostate"),
+    ]
+    run = [*SNAKEMAKE, "--cores", "2", "--directory", str(workdir), *plan]
+    result = subprocess.run(run, capture_output=True, text=True, timeout=900)
+    assert result.returncode != 0
+    assert f"{link}: broken symbolic link (points to {data / 'gone.nii.gz'})" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

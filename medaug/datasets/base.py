@@ -48,6 +48,21 @@ def natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
+# What copies, archives and file browsers leave beside the data: hidden files (.DS_Store,
+# AppleDouble ._name forks, unfinished writes), macOS archive folders, Windows thumbnails.
+OS_CLUTTER = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+
+
+def is_clutter(name: str) -> bool:
+    """Whether a file or folder name is OS clutter, ignored by every reader and manifest."""
+    return name.startswith(".") or name in OS_CLUTTER
+
+
+def folder_entries(folder: Path) -> list[Path]:
+    """The entries of ``folder`` in natural order, OS clutter left out."""
+    return sorted((p for p in folder.iterdir() if not is_clutter(p.name)), key=lambda p: natural_key(p.name))
+
+
 def check_unique_ids(refs: Iterable[CaseRef]) -> None:
     seen: dict[str, CaseRef] = {}
     for ref in refs:

@@ -21,7 +21,7 @@ from medaug.datasets.base import (
     check_label_values,
     check_same_shape,
     check_unique_ids,
-    natural_key,
+    folder_entries,
     require_dir,
 )
 from medaug.errors import DatasetError
@@ -40,7 +40,7 @@ class BusiDataset:
 
     def class_names(self) -> list[str]:
         require_dir(self.root, "BUSI dataset folder")
-        found = sorted((p.name for p in self.root.iterdir() if p.is_dir()), key=natural_key)
+        found = [p.name for p in folder_entries(self.root) if p.is_dir()]
         if self.classes is None:
             if not found:
                 raise DatasetError(self.root, "no class folders (expected benign/, malignant/, normal/)")
@@ -49,13 +49,15 @@ class BusiDataset:
             require_dir(self.root / name, f"class folder '{name}'")
         return list(self.classes)
 
-    def cases(self) -> list[CaseRef]:
+    def cases(self, require_masks: bool = True) -> list[CaseRef]:
+        """Every image with its masks; without ``require_masks``, an image may have none
+        (classification reads a class tree with or without them)."""
         refs = []
         for class_name in self.class_names():
             folder = self.root / class_name
             images: dict[str, Path] = {}
             masks: dict[str, list[tuple[int, Path]]] = {}
-            for path in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+            for path in folder_entries(folder):
                 if not path.is_file() or path.suffix.lower() != ".png":
                     continue
                 match = MASK_PATTERN.match(path.stem)
@@ -70,7 +72,7 @@ class BusiDataset:
                 raise DatasetError(masks[stem][0][1], "mask without a matching image")
             for stem, image_path in images.items():
                 stem_masks = sorted(masks.get(stem, []))
-                if not stem_masks or stem_masks[0][0] != 0:
+                if require_masks and (not stem_masks or stem_masks[0][0] != 0):
                     raise DatasetError(image_path, f"missing mask (expected {folder / (stem + '_mask.png')})")
                 files = {"image": image_path}
                 files.update({f"mask_{index}": path for index, path in stem_masks})
@@ -95,5 +97,8 @@ class BusiDataset:
         return SegmentationCase(ref, image[None], lesion[None].astype(np.uint8), (1.0, 1.0, 1.0))
 
     def load_image(self, ref: CaseRef) -> np.ndarray:
-        """The grey image alone (classification use); masks are validated too."""
-        return self.load(ref).image[0]
+        """The grey image alone (classification use: masks are neither needed nor read)."""
+        path = ref.files["image"]
+        image = to_gray(read_image(path), path, SKIMAGE)
+        check_finite(path, image, "pixels")
+        return image

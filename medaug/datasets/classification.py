@@ -1,8 +1,8 @@
 """Image classification sources: D-Cube's class tree, and BUSI read by class folder.
 
 D-Cube reads ``<root>/{Train,Test}/<class>/*.png`` as grey images, with class indices in
-natural-sorted folder order; the same order is used here. Images deeper than 8 bits are
-scaled from their type's range to 0..255, as an 8-bit export of them would be.
+natural-sorted folder order; the same order is used here. Images deeper than 8 bits come
+to 0..255 as every reader brings them (``medaug.io.to_8bit_scale``).
 """
 
 from __future__ import annotations
@@ -11,25 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medaug.datasets.base import CaseRef, case_id_from, check_finite, check_unique_ids, natural_key, require_dir
+from medaug.datasets.base import CaseRef, case_id_from, check_finite, check_unique_ids, folder_entries, require_dir
 from medaug.datasets.busi import BusiDataset
 from medaug.errors import DatasetError
 from medaug.io import read_image, to_gray
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("Train", "Test")
-
-
-def to_8bit_range(image: np.ndarray) -> np.ndarray:
-    """Integer pixels mapped from their dtype's full range to 0..255 (uint16: x / 65535 * 255).
-
-    Later steps keep 0..255, so a 16-bit image left as is would be clipped to white.
-    Float images carry no range of their own and are taken as 0..255 already.
-    """
-    if image.dtype == np.uint8 or not np.issubdtype(image.dtype, np.integer):
-        return image
-    info = np.iinfo(image.dtype)
-    return (image.astype(np.float64) - info.min) * (255.0 / (info.max - info.min))
 
 
 class ClassTreeDataset:
@@ -41,7 +29,7 @@ class ClassTreeDataset:
 
     def class_names(self) -> list[str]:
         require_dir(self.root / "Train", "Train folder")
-        found = sorted((p.name for p in (self.root / "Train").iterdir() if p.is_dir()), key=natural_key)
+        found = [p.name for p in folder_entries(self.root / "Train") if p.is_dir()]
         names = list(self.classes) if self.classes is not None else found
         if not names:
             raise DatasetError(self.root / "Train", "no class folders")
@@ -52,7 +40,7 @@ class ClassTreeDataset:
         test = self.root / "Test"
         if self.classes is not None or not test.is_dir():
             return  # configured classes are a deliberate choice; a missing Test is reported below
-        for folder in sorted((p for p in test.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
+        for folder in (p for p in folder_entries(test) if p.is_dir()):
             if folder.name not in names:
                 raise DatasetError(
                     folder, f"class folder in Test but not in Train (expected {self.root / 'Train' / folder.name})"
@@ -66,10 +54,7 @@ class ClassTreeDataset:
             for class_name in names:
                 folder = self.root / split / class_name
                 require_dir(folder, f"class folder '{class_name}' of {split}")
-                files = sorted(
-                    (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                    key=lambda p: natural_key(p.name),
-                )
+                files = [p for p in folder_entries(folder) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
                 if not files:
                     raise DatasetError(folder, "class folder contains no images")
                 for path in files:
@@ -80,15 +65,17 @@ class ClassTreeDataset:
 
     def load_image(self, ref: CaseRef) -> np.ndarray:
         path = ref.files["image"]
-        grey = to_gray(to_8bit_range(read_image(path)), path)
+        grey = to_gray(read_image(path), path)
         check_finite(path, grey, "pixels")
         return grey
 
 
 class BusiClassification(BusiDataset):
-    """BUSI's three class folders as a classification source (no official test split)."""
+    """BUSI's three class folders as a classification source (no official test split), with
+    or without their masks."""
 
     has_official_test = False
 
-    def cases(self) -> list[CaseRef]:
-        return [CaseRef(r.case_id, r.patient_id, r.files, r.group, {"split": None}) for r in super().cases()]
+    def cases(self, require_masks: bool = False) -> list[CaseRef]:
+        refs = super().cases(require_masks=require_masks)
+        return [CaseRef(r.case_id, r.patient_id, r.files, r.group, {"split": None}) for r in refs]

@@ -21,7 +21,7 @@ from medaug.datasets.base import (
     check_label_values,
     check_same_shape,
     check_unique_ids,
-    natural_key,
+    folder_entries,
     require_dir,
 )
 from medaug.errors import DatasetError
@@ -50,6 +50,35 @@ NUCLEI_FORMATS = {
 # box's size: MATLAB's 1-based centroids and nuclei partly overdrawn by a neighbour move it
 # a little, a transposed inst_map or (y, x) centroids by the nucleus' distance from the diagonal.
 CENTROID_MARGIN = 2.0
+
+
+# How much darker than the rest a tile's nuclei must look under the transposed label map,
+# beyond twice what they look under the map as given, for the map to count as transposed
+# (grey levels of 0..255; nuclei are 50-100 darker in H&E, about 0-15 after transposing).
+TRANSPOSED_MARGIN = 5.0
+
+
+def check_labels_fit_image(path: Path, image: np.ndarray, inst_map: np.ndarray) -> None:
+    """Nuclei are the dark, haematoxylin-stained objects of an H&E tile. Label maps that are
+    transposed against their image, all alike (as a MATLAB v7.3 file read with h5py and
+    re-saved is), pass every label-vs-label check of a square tile; against the image their
+    nuclei fall on random tissue, and the transposed map fits it far better."""
+    nuclei = inst_map > 0
+    if image.shape[0] != image.shape[1] or not nuclei.any() or nuclei.all():
+        return
+
+    def contrast(mask: np.ndarray) -> float:
+        grey = image.mean(axis=2)
+        return float(grey[~mask].mean() - grey[mask].mean())
+
+    as_given, transposed = contrast(nuclei), contrast(nuclei.T)
+    if transposed > 2 * max(as_given, 0.0) + TRANSPOSED_MARGIN:
+        raise DatasetError(
+            path,
+            f"label maps look transposed against the image: nuclei are {as_given:.0f} grey levels darker "
+            f"than the rest as stored, {transposed:.0f} transposed (a v7.3 .mat read with h5py comes out "
+            "transposed; save inst_map, type_map and inst_centroid in the image's row/column order)",
+        )
 
 
 def check_centroids(path: Path, inst_map: np.ndarray, centroid: np.ndarray) -> None:
@@ -124,14 +153,13 @@ class NucleiDataset:
             images_dir, labels_dir = self.root / split / "Images", self.root / split / "Labels"
             require_dir(images_dir, f"{split}/Images")
             require_dir(labels_dir, f"{split}/Labels")
-            images = sorted(
-                (p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in self.spec["extensions"]),
-                key=lambda p: natural_key(p.name),
-            )
+            images = [
+                p for p in folder_entries(images_dir) if p.is_file() and p.suffix.lower() in self.spec["extensions"]
+            ]
             if not images:
                 wanted = "/".join(self.spec["extensions"])
                 raise DatasetError(images_dir, f"no {wanted} images")
-            labels = {p.stem: p for p in labels_dir.iterdir() if p.suffix.lower() == ".mat"}
+            labels = {p.stem: p for p in folder_entries(labels_dir) if p.suffix.lower() == ".mat"}
             for stem in sorted(labels.keys() - {p.stem for p in images}):
                 raise DatasetError(labels[stem], "label without a matching image")
             for path in images:
@@ -148,7 +176,9 @@ class NucleiDataset:
             raise DatasetError(image_path, f"expected an RGB(A) tile, got array shape {image.shape}")
         image = np.ascontiguousarray(image[..., :3])
         check_finite(image_path, image, "pixel values")
+        image = np.clip(np.round(image), 0, 255).astype(np.uint8) if image.dtype != np.uint8 else image
         inst_map, type_map, inst_type, centroid = self._read_labels(label_path, image.shape[:2])
+        check_labels_fit_image(label_path, image, inst_map)
         return NucleiTile(
             ref,
             image,
