@@ -14,6 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from medaug import paths
 from medaug.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -91,7 +92,8 @@ def validate_config(
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("\n".join(_describe(e, schema) for e in errors))
-    problems = [problem for check in checks for problem in check(config)]
+    # Each problem once: a dataset that two papers read is named once.
+    problems = list(dict.fromkeys(problem for check in checks for problem in check(config)))
     if problems:
         raise ConfigError("\n".join(problems))
     return config
@@ -134,7 +136,19 @@ def dataset_problems(config: dict, paper: str, formats: Iterable[str]) -> list[s
                 f"config: {paper}.datasets: '{name}' has format "
                 f"'{config['datasets'][name]['format']}', but {paper} needs one of {', '.join(formats)}"
             )
+        elif problem := root_problem(config, name):
+            problems.append(problem)
     return problems
+
+
+def root_problem(config: dict, name: str) -> str | None:
+    """Why dataset ``name``'s root cannot be read, or None. A root under the demo folder is
+    made by the workflow (``make_demo_dataset``) and need not exist yet."""
+    root = str(config["datasets"][name]["root"])
+    demo = Path(paths.DEMO_DATA_DIR)
+    if Path(root) == demo or demo in Path(root).parents:
+        return None
+    return path_problem(f"datasets.{name}.root", root, f"the {name} dataset folder as downloaded", folder=True)
 
 
 def duplicate_problems(config: dict, keys: Iterable[str]) -> list[str]:

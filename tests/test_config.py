@@ -212,3 +212,35 @@ def test_augmentation_phrases_file_must_exist_and_hold_a_phrase(tmp_path):
 )
 def test_lists_that_mean_sets_reject_duplicates(section, keys, expected):
     assert f"config: diffboost.{expected}" in _problem(_demo_with(**{section: keys}))
+
+
+@pytest.mark.parametrize("dataset", ["busi", "spleen", "prostate"])
+def test_one_dataset_runs_without_editing_unrelated_lists(dataset):
+    # The ablation and nnU-Net lists default to the datasets chosen: DiffBoost on one dataset
+    # is one key, and the nnU-Net arm and the ablations (prostate's, as in the paper) follow.
+    from medaug.diffboost.params import ablation_datasets, nnunet_datasets, runs
+
+    config = validate_config({"diffboost": {"datasets": [dataset]}})
+    assert nnunet_datasets(config) == [dataset]
+    assert ablation_datasets(config) == ([dataset] if dataset == "prostate" else [])
+    scored = {labels["dataset"] for _, labels in runs(config)}
+    assert scored == {dataset}
+    ablated = {labels["variant"] for _, labels in runs(config) if "patch" in labels["variant"]}
+    assert bool(ablated) == (dataset == "prostate")
+    # An explicit list still names what is not chosen.
+    with pytest.raises(ConfigError, match="diffboost.nnunet.datasets: 'spleen' is not in diffboost.datasets"):
+        validate_config({"diffboost": {"datasets": ["busi"], "nnunet": {"datasets": ["spleen"]}}})
+
+
+def test_a_missing_dataset_root_is_a_config_error_naming_the_key(tmp_path):
+    # Not Snakemake's MissingInputException for the first root only: every root, by its key.
+    entries = {
+        "busi": {"format": "busi", "root": str(tmp_path / "no_busi"), "modality": "US"},
+        "spleen": {"format": "msd", "root": str(tmp_path / "a_file"), "modality": "CT"},
+    }
+    (tmp_path / "a_file").write_text("")
+    message = _problem({"datasets": entries, "diffboost": {"datasets": ["busi", "spleen"]}, "dcube": {"datasets": []}})
+    lines = message.splitlines()
+    assert f"config: datasets.busi.root: '{tmp_path / 'no_busi'}' does not exist; expected" in lines[0]
+    assert f"config: datasets.spleen.root: '{tmp_path / 'a_file'}' is a file; expected" in lines[1]
+    assert len([line for line in lines if "datasets.busi.root" in line]) == 1  # DiffBoost and D-Cube read it

@@ -76,6 +76,14 @@ def test_changing_one_ratio_reruns_only_that_ratios_jobs(ci_run, tmp_path):
     assert {rule for rule, _ in jobs} - TRAINING_RULES == REPORTING_RULES
 
 
+def test_changing_the_merging_mask_retrains_only_the_diffboost_arms(ci_run, tmp_path):
+    # The baseline segmenters, the generator-quality job and the nnU-Net arm never read it.
+    change = overlay(tmp_path, "mask", {"diffboost": {"segmentation": {"patch_size": 16, "alpha": 0.5}}})
+    jobs = planned_jobs(ci_run, "--configfile", *CI_CONFIG, change)
+    retrained = sorted((rule, w.get("variant")) for rule, w in jobs if rule not in REPORTING_RULES)
+    assert retrained == [("train_segmenter", "diffboost_r1"), ("train_segmenter", "diffboost_r2")]
+
+
 def test_editing_a_table_script_reruns_no_training(ci_run, tmp_path):
     checkout = tmp_path / "checkout"
     shutil.copytree(

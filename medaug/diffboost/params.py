@@ -31,6 +31,12 @@ QUALITY_SOURCES = ("real", "fine-tuned", "untrained")
 DISTANCE_UNITS = {"busi": "px", "msd": "mm"}
 # Segmenters built from segmentation.channels / strides (segmenter.build_network).
 STRIDED_ARCHITECTURES = ("AttentionUnet", "UNet", "ResUNet")
+# The arms that mix synthetic images in, through the random merging mask; the only ones
+# whose segmenters read the mask's settings.
+DIFFUSION_AUGMENTATIONS = ("DiffBoost", "DiffBoostPlus")
+MERGING_MASK_KEYS = ("patch_size", "alpha")
+# The datasets the paper runs its ablations on (segmentation.ablation_datasets: null).
+PAPER_ABLATION_DATASETS = ("prostate",)
 # Sub-folders that medaug.diffusion.models.load_pretrained_components reads.
 SD_SUBFOLDERS = ("unet/", "vae/", "text_encoder/", "tokenizer/", "scheduler/")
 # Lists that mean sets: each entry names its own jobs and report rows.
@@ -66,10 +72,10 @@ def config_problems(config: dict) -> list[str]:
     for ratio in section["nnunet"]["ratios"]:
         if ratio and ratio not in ratios:
             problems.append(f"config: diffboost.nnunet.ratios: {ratio} is neither 0 nor in sampling.ratios {ratios}")
-    for name in section["segmentation"]["ablation_datasets"]:
+    for name in section["segmentation"]["ablation_datasets"] or []:
         if name not in section["datasets"]:
             problems.append(f"config: diffboost.segmentation.ablation_datasets: '{name}' is not in diffboost.datasets")
-    for name in section["nnunet"]["datasets"]:
+    for name in section["nnunet"]["datasets"] or []:
         if name not in section["datasets"]:
             problems.append(f"config: diffboost.nnunet.datasets: '{name}' is not in diffboost.datasets")
     for fold in (section["run_folds"] or []) + section["nnunet"]["folds"]:
@@ -85,14 +91,31 @@ def config_problems(config: dict) -> list[str]:
                     f"config: diffboost.controlnet.epochs: no entry for dataset '{name}' "
                     "(give its epochs, or set diffboost.controlnet.max_steps)"
                 )
-    return problems + duplicate_problems(config, SET_KEYS) + _segmenter_problems(section) + _model_problems(section)
+    return problems + duplicate_problems(config, SET_KEYS) + _segmenter_problems(config) + _model_problems(section)
 
 
-def _segmenter_problems(section: dict) -> list[str]:
+def ablation_datasets(config: dict) -> list[str]:
+    """The datasets that run the ablations: ``segmentation.ablation_datasets``, or where it
+    is null the paper's (prostate) if it is among ``diffboost.datasets``."""
+    chosen = config[PAPER]["segmentation"]["ablation_datasets"]
+    if chosen is not None:
+        return list(chosen)
+    return [name for name in PAPER_ABLATION_DATASETS if name in config[PAPER]["datasets"]]
+
+
+def nnunet_datasets(config: dict) -> list[str]:
+    """The datasets of the nnU-Net arm: ``nnunet.datasets``, or where it is null all of
+    ``diffboost.datasets``."""
+    chosen = config[PAPER]["nnunet"]["datasets"]
+    return list(chosen) if chosen is not None else list(config[PAPER]["datasets"])
+
+
+def _segmenter_problems(config: dict) -> list[str]:
     """The channels/strides pair and the slice side that each MONAI network to be built
     accepts; otherwise the segmenter jobs fail on a tensor shape mismatch."""
+    section = config[PAPER]
     seg, size = section["segmentation"], section["image_size"]
-    ablations = seg["ablation_architectures"] if seg["ablation_datasets"] else []
+    ablations = seg["ablation_architectures"] if ablation_datasets(config) else []
     built = list(dict.fromkeys([seg["architecture"], *ablations]))
     strided = [name for name in built if name in STRIDED_ARCHITECTURES]
     channels, strides = seg["channels"], seg["strides"]
@@ -253,7 +276,7 @@ def variants(config: dict, dataset: str) -> dict[str, dict]:
             ["main", "patch", "alpha", "architecture", "augmentation"] if ratio == seg["ratio"] else []
         )
         found[f"diffboost_r{ratio}"] = {**default, "augmentation": "DiffBoost", "ratio": ratio, "tables": tables}
-    if dataset not in seg["ablation_datasets"]:
+    if dataset not in ablation_datasets(config):
         return found
     diffboost = {**default, "augmentation": "DiffBoost", "ratio": seg["ratio"]}
     for patch in seg["ablation_patch_sizes"]:
@@ -288,6 +311,9 @@ def segmenter_settings(config: dict, dataset: str, variant: str) -> dict:
     seg = config[PAPER]["segmentation"]
     keys = ("channels", "strides", "epochs", "batch_size", "learning_rate", "eval_every", "protocols")
     fields = {k: v for k, v in variants(config, dataset)[variant].items() if k != "tables"}
+    if fields["augmentation"] not in DIFFUSION_AUGMENTATIONS:
+        # Each job's params hold only what it reads: a merging-mask change retrains no baseline.
+        fields = {k: v for k, v in fields.items() if k not in MERGING_MASK_KEYS}
     return {"variant": fields, "settings": {k: seg[k] for k in keys}, "image_size": config[PAPER]["image_size"]}
 
 
@@ -352,7 +378,7 @@ def runs(config: dict) -> list[tuple[str, dict]]:
                     labels = {"dataset": dataset, "distance_unit": distance_unit(config, dataset)}
                     found.append((path, {**labels, "arm": MONAI_ARM, "variant": variant, **fields}))
     nnunet = section["nnunet"]
-    for dataset in nnunet["datasets"]:
+    for dataset in nnunet_datasets(config):
         for fold in nnunet["folds"]:
             for protocol in nnunet["protocols"]:
                 for ratio in nnunet["ratios"]:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from medaug.diffboost import stages
+from medaug.diffboost.params import DIFFUSION_AUGMENTATIONS
 from medaug.diffboost.scoring import score_cases
 from medaug.diffboost.slices import PROTOCOL_ROLES, SliceData
 from medaug.io import read_json
@@ -38,8 +39,6 @@ from medaug.monai_imports import import_monai
 from medaug.stage import Job, Stage
 
 log = logging.getLogger(__name__)
-
-DIFFUSION_AUGMENTATIONS = ("DiffBoost", "DiffBoostPlus")
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,10 @@ class Variant:
     architecture: str
     augmentation: str  # "none", a classical arm, "DiffBoost" or "DiffBoostPlus"
     ratio: int = 0  # synthetic pool per real slice; 0 for arms without synthetic data
-    patch_size: int = 64
-    alpha: float = 0.6
+    # The merging mask's cell size and alpha: set for the arms that mix synthetic images
+    # in (DIFFUSION_AUGMENTATIONS), unread by the others.
+    patch_size: int | None = None
+    alpha: float | None = None
 
 
 def build_network(architecture: str, image_size: int, channels: list[int], strides: list[int]) -> torch.nn.Module:
