@@ -44,5 +44,9 @@ def is_disk_full(exc: BaseException) -> bool:
 
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    # torch.save raises RuntimeError("... file write failed") when the disk fills up.
-    return isinstance(exc, RuntimeError) and "write failed" in str(exc)
+    # torch.save raises RuntimeError("... file write failed") when the disk fills up;
+    # safetensors' writer (Rust) a SafetensorError that quotes the OS error.
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and "write failed" in text:
+        return True
+    return type(exc).__name__ == "SafetensorError" and ("StorageFull" in text or "No space left" in text)

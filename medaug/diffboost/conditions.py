@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.signal import convolve2d
 
-from medaug.errors import DatasetError
+from medaug.weights import load_state_dict_file
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +118,8 @@ class HedNetwork(torch.nn.Module):
 
 def load_hed(weights_path: str | Path, device: str | torch.device = "cpu") -> HedNetwork:
     """HED with the weights of ``weights_path`` (a plain state dict, e.g. network-bsds500.pth), in eval mode."""
-    path = Path(weights_path)
-    if not path.is_file():
-        raise DatasetError(path, "HED weights file not found (expected the BSDS500 checkpoint network-bsds500.pth)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors all mean the same thing to the user
-        raise DatasetError(path, f"cannot read HED weights: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise DatasetError(path, "HED weights must be a state dict mapping parameter names to tensors")
     model = HedNetwork()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:  # missing/unexpected keys or wrong shapes
-        problem = " ".join(str(exc).split())
-        raise DatasetError(path, f"HED weights do not match the network: {problem[:500]}") from exc
+    load_state_dict_file(model, weights_path, "HED weights (the BSDS500 checkpoint network-bsds500.pth)")
     return model.to(device).eval()
 
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medaug.diffusion.modules import FolderModule, timestep_embedding
+from medaug.weights import load_state_dict_file
 
 SPADE_HIDDEN = 128
 GROUPS = 32
@@ -315,5 +316,4 @@ def semantic_condition(type_map: torch.Tensor, inst_map: torch.Tensor, num_class
 def load_official_checkpoint(network: SemanticUNet, path: str | Path) -> None:
     """Load an official guided-diffusion/SDM checkpoint (a plain state dict, e.g.
     ``ema_0.9999_010000.pt``) into ``network``; every key and shape must match."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    network.load_state_dict(state, strict=True)
+    load_state_dict_file(network, path, "SDM weights (diffmix.generator.checkpoints)")

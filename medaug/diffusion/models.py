@@ -16,6 +16,9 @@ from pathlib import Path
 
 import torch
 
+from medaug.errors import DatasetError
+from medaug.weights import from_pretrained
+
 MODEL_INFO = "medaug_model.json"
 
 
@@ -101,20 +104,20 @@ def load_pretrained_components(
 
     base = Path(pretrained_model)
     if not base.is_dir():
-        raise FileNotFoundError(f"{base}: {config_key} is not a folder")
-    kwargs = {"local_files_only": True}
-    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", **kwargs)
+        raise DatasetError(base, f"{config_key} is not a folder")
+    what = f"{config_key} (a Stable Diffusion 1.5 folder in diffusers layout)"
+    unet = from_pretrained(UNet2DConditionModel, base, what, "unet")
     if pretrained_controlnet:
-        controlnet = ControlNetModel.from_pretrained(pretrained_controlnet, **kwargs)
+        controlnet = from_pretrained(ControlNetModel, pretrained_controlnet, "the pretrained ControlNet")
     else:
         controlnet = ControlNetModel.from_unet(unet)
     return {
         "unet": unet,
         "controlnet": controlnet,
-        "text_encoder": CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **kwargs),
-        "tokenizer": AutoTokenizer.from_pretrained(base, subfolder="tokenizer", **kwargs),
-        "scheduler": DDPMScheduler.from_pretrained(base, subfolder="scheduler", **kwargs),
-        "vae": AutoencoderKL.from_pretrained(base, subfolder="vae", **kwargs),
+        "text_encoder": from_pretrained(CLIPTextModel, base, what, "text_encoder"),
+        "tokenizer": from_pretrained(AutoTokenizer, base, what, "tokenizer"),
+        "scheduler": from_pretrained(DDPMScheduler, base, what, "scheduler"),
+        "vae": from_pretrained(AutoencoderKL, base, what, "vae"),
     }
 
 
