@@ -6,6 +6,7 @@ slice/patch/image, with patient ids kept), the arrays, and a ``meta.json``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,15 @@ from medaug.errors import DatasetError
 from medaug.io import atomic_output, write_json
 
 log = logging.getLogger(__name__)
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """SHA-256 of an image's pixels and shape: the same image saved twice (under another
+    name, class or format) gets the same digest; ``medaug.splits`` reports such pairs."""
+    pixels = np.ascontiguousarray(pixels)
+    digest = hashlib.sha256(str((pixels.shape, pixels.dtype.str)).encode())
+    digest.update(pixels.tobytes())
+    return digest.hexdigest()
 
 
 def _resize(stack: np.ndarray, size: int, order: int) -> np.ndarray:
@@ -104,6 +114,7 @@ def prepare_segmentation(
                     "spacing_col": case.spacing[2],
                     "source_image": str(ref.files["image"]),
                     "source_label": ";".join(str(p) for k, p in ref.files.items() if k != "image"),
+                    "pixel_sha256": pixel_digest(case.image),
                 }
             )
             for index, pixels in enumerate(foreground):
@@ -199,6 +210,7 @@ def prepare_nuclei(name: str, entry: dict, out_dir: str | Path, patch_size: int,
                     **counts,
                     "source_image": str(ref.files["image"]),
                     "source_label": str(ref.files["label"]),
+                    "pixel_sha256": pixel_digest(tile.image),
                 }
             )
             stacked = np.concatenate(
@@ -250,9 +262,10 @@ def prepare_classification(name: str, entry: dict, out_dir: str | Path, image_si
     dataset = classification_dataset(entry)
     refs = dataset.cases()
     classes = list(dict.fromkeys(r.group for r in refs))
-    rows, images = [], []
+    rows, images, digests = [], [], []
     for ref in tqdm(refs, desc=f"prepare {name}", unit="image"):
         grey = dataset.load_image(ref)
+        digests.append(pixel_digest(grey))
         images.append(np.clip(_resize(grey[None], image_size, order=1)[0], 0, 255).round().astype(np.uint8))
         rows.append(
             {
@@ -262,6 +275,7 @@ def prepare_classification(name: str, entry: dict, out_dir: str | Path, image_si
                 "label_index": classes.index(ref.group),
                 "source_split": ref.extra.get("split") or "",
                 "source_image": str(ref.files["image"]),
+                "pixel_sha256": digests[-1],
             }
         )
     with atomic_output(out_dir, directory=True) as tmp:

@@ -14,6 +14,7 @@ Roles that rules ask for:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ import pandas as pd
 
 from medaug.errors import DatasetError, MedaugError
 from medaug.seeds import keyed_rng
+
+log = logging.getLogger(__name__)
 
 ASSIGNED_ROLES = ("train", "val", "test")
 ROLES = {"train": ("train",), "val": ("val",), "test": ("test",), "development": ("train", "val")}
@@ -265,4 +268,29 @@ def make_splits(dataset: str, prepared_dir: str, representation: str, settings: 
         }
     splits["dataset"] = dataset
     splits["representation"] = representation
+    splits["duplicates"] = report_duplicates(dataset, cases, splits)
     return splits
+
+
+def report_duplicates(dataset: str, cases: pd.DataFrame, splits: dict) -> list[dict]:
+    """Cases whose images have the same pixels (``pixel_sha256`` of the prepared tables)
+    yet sit in different roles of a fold, such as a training and a test image: each is
+    logged as a warning and listed in the split file. Not an error: public datasets ship
+    such pairs (real BUSI: 'benign (433)' is 'malignant (145)'), and whether to drop one is
+    the researcher's call."""
+    if "pixel_sha256" not in cases:
+        return []
+    found = []
+    for _, group in cases.groupby("pixel_sha256", sort=False):
+        if len(group) < 2:
+            continue
+        ids = group.case_id.astype(str).tolist()
+        for record in splits["folds"]:
+            roles = {case: next(r for r in ASSIGNED_ROLES if case in record[r]) for case in ids}
+            if len(set(roles.values())) > 1:
+                found.append({"fold": record["fold"], "roles": roles})
+                where = ", ".join(f"{case} ({role})" for case, role in roles.items())
+                log.warning(
+                    "dataset '%s' fold %d: the same image in different roles: %s", dataset, record["fold"], where
+                )
+    return found

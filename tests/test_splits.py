@@ -160,3 +160,30 @@ def test_more_folds_than_patients_names_the_dataset_and_the_key(spleen_prepared,
     settings = {**diffboost_split_settings(config, "spleen"), "n_folds": 12}
     with pytest.raises(DatasetError, match=r"dataset 'spleen' has 9 patients, too few for diffboost.folds: 12"):
         make_splits("spleen", spleen_prepared, "segmentation", settings)
+
+
+def test_an_image_duplicated_across_roles_is_reported(config, demo_root, tmp_path, caplog):
+    # As real BUSI ships 'benign (433)' again as 'malignant (145)': a warning and a record in
+    # the split file, not an error.
+    import shutil
+
+    root = tmp_path / "busi"
+    shutil.copytree(demo_root / "Dataset_BUSI_with_GT", root)
+    shutil.copy(root / "benign" / "benign (1).png", root / "malignant" / "malignant (99).png")
+    shutil.copy(root / "benign" / "benign (1)_mask.png", root / "malignant" / "malignant (99)_mask.png")
+    prepared = tmp_path / "prepared"
+    prepare_segmentation("busi", entry_for(config, "busi", root), prepared, 32, (0.5, 99.5), None, None)
+    with caplog.at_level("WARNING", logger="medaug.splits"):
+        splits = make_splits("busi", prepared, "segmentation", SETTINGS)
+    pair = {"benign_1", "malignant_99"}
+    apart = [d for d in splits["duplicates"] if set(d["roles"]) == pair]
+    folds_apart = [r["fold"] for r in splits["folds"] if len({_role(r, c) for c in pair}) > 1]
+    assert folds_apart and [d["fold"] for d in apart] == folds_apart
+    records = {r["fold"]: r for r in splits["folds"]}
+    assert all(d["roles"] == {c: _role(records[d["fold"]], c) for c in pair} for d in apart)
+    assert "the same image in different roles: benign_1" in caplog.text
+    assert len(splits["duplicates"]) == len(apart)  # no other pair among the demo images
+
+
+def _role(record, case):
+    return next(role for role in ("train", "val", "test") if case in record[role])
