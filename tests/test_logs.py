@@ -2,6 +2,7 @@
 traceback for a bug; caches stay out of the user's home."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,21 @@ def test_caches_go_under_the_run_folder_unless_set(tmp_path, monkeypatch):
     assert caches["MPLCONFIGDIR"] == str(tmp_path / "mine")
     for variable in set(CACHE_VARIABLES) - {"MPLCONFIGDIR"}:
         assert caches[variable].startswith(str(tmp_path / ".cache")), variable
+
+
+def test_a_plain_snakemake_writes_outside_the_project_only_what_the_readme_says(tmp_path):
+    # Snakemake creates its (empty) source-cache folders before reading the Snakefile, so
+    # medaug cannot redirect them; the README names them, and nothing else may appear.
+    import subprocess
+
+    from .conftest import REPO, SNAKEMAKE
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES} | {"HOME": str(home)}
+    command = [*SNAKEMAKE, "-n"]  # as a user types it, in the project folder
+    subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    written = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+    source_cache = ".cache/snakemake/snakemake/source-cache/snakemake-runtime-cache"
+    assert written == [str(Path(source_cache).parents[i]) for i in range(3, -1, -1)] + [source_cache]
+    assert source_cache.split("/", 1)[1] in (REPO / "README.md").read_text()
