@@ -802,3 +802,43 @@ def test_diffmix_stages_run_the_paper_configuration_at_256_px(tmp_path):
     assert record["real_patches"] == record["synthetic_patches"] == 1
     assert set(record["metrics"]) >= {"dice", "aji", "pq", "f1_detection", "f1_type1"}
     assert record["per_tile"][0]["true_nuclei"] > 0  # a whole 256 px tile, predicted window by window
+
+
+def _official_msge_by_hand(true, pred, focus):
+    """The official HoVer-Net ``msge_loss``, written out with scipy on (H, W) arrays: kernel
+    entries h / (h² + v²) and v / (h² + v²) for h the row offset and v the column offset,
+    the first on channel 0, cross-correlated with zero padding; the squared gradient
+    differences summed where ``focus`` is set, over twice the focus area."""
+    from scipy.signal import correlate2d
+
+    offsets = np.arange(-2, 3, dtype=np.float64)
+    h, v = np.meshgrid(offsets, offsets, indexing="ij")
+    kernels = (h / (h * h + v * v + 1e-15), v / (h * h + v * v + 1e-15))
+    total, area = 0.0, 0.0
+    for n in range(true.shape[0]):
+        for channel, kernel in enumerate(kernels):
+            grad_true = correlate2d(true[n, channel], kernel, mode="same", boundary="fill")
+            grad_pred = correlate2d(pred[n, channel], kernel, mode="same", boundary="fill")
+            total += float((focus[n] * (grad_pred - grad_true) ** 2).sum())
+        area += 2 * float(focus[n].sum())
+    return total / (area + 1e-8)
+
+
+def test_official_protocol_takes_the_official_gradient_loss_and_clean_takes_monais():
+    import torch
+
+    from medaug.diffmix.hovernet import HV, NP, hovernet_loss, patch_targets
+
+    batch = patch_targets(toy_patches(), 4, 64)
+    true = batch[HV]
+    focus = batch[NP][:, 1]
+    torch.manual_seed(0)
+    pred = (true + 0.3 * torch.randn_like(true)).clamp(-1, 1)
+    official = hovernet_loss("official")._mse_gradient_loss(pred, true, focus)
+    clean = hovernet_loss("clean")._mse_gradient_loss(pred, true, focus)
+    by_hand = _official_msge_by_hand(true.double().numpy(), pred.double().numpy(), focus.double().numpy())
+    assert float(official) == pytest.approx(by_hand, rel=1e-4)
+    # MONAI's normalised Sobel along each map's own axis gives a far smaller term.
+    assert float(official) > 5 * float(clean)
+    with pytest.raises(ValueError, match="unknown HoVer-Net protocol"):
+        hovernet_loss("paper")

@@ -115,7 +115,7 @@ def fit(patches: np.ndarray, num_types: int, settings: dict, seed: int, device: 
     torch.manual_seed(seed)
     network = build_network(settings["network"], num_types, settings["light_channels"]).to(device)
     out_size = output_size(settings["network"], settings["patch_size"])
-    loss_fn = hovernet_loss()
+    loss_fn = hovernet_loss(settings["protocol"])
     network.train()
     for phase, (epochs, batch_size) in enumerate(zip(settings["epochs"], settings["batch_sizes"], strict=True)):
         optimizer = torch.optim.Adam(network.parameters(), lr=settings["learning_rate"], betas=(0.9, 0.999))

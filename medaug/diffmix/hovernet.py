@@ -6,7 +6,8 @@ the nucleus-pixel map (two classes, one-hot), the horizontal and vertical distan
 each pixel to its nucleus' centre (MONAI's ``ComputeHoVerMaps``, in [-1, 1]) and the type
 map (one-hot over the merged types with the background), centre-cropped to the network's
 output (HoVer-Net's fast mode maps 256 px to 164 px). The loss is MONAI's
-``HoVerNetLoss`` with the official weights (``hovernet/opt.py``: every term 1).
+``HoVerNetLoss`` with the official weights (``hovernet/opt.py``: every term 1) and, under
+the official protocol, the official gradient kernels (``hovernet_loss``).
 
 Networks (``kind``): ``hovernet``, MONAI's ``HoVerNet`` in fast mode (a pre-activation
 ResNet-50 encoder and three decoders; 256 px patches only); ``light``, the demo's
@@ -109,11 +110,54 @@ def patch_targets(patches: np.ndarray, num_types: int, out_size: int) -> dict[st
     }
 
 
-def hovernet_loss(weights: dict | None = None):
+# What diffmix.hovernet.protocol switches: the gradient term of the distance maps' loss.
+PROTOCOLS = ("official", "clean")
+
+
+def official_gradient_kernels(size: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official HoVer-Net's gradient kernels (``msge_loss`` in hover_net's
+    ``models/hovernet/utils.py``): at row offset a and column offset b from the centre,
+    a / (a² + b²) and b / (a² + b²), 0 at the centre. Unlike a Sobel kernel they are not
+    normalised (the squared-gradient term comes out 60-100x MONAI's on the same outputs),
+    and the official code applies
+    the row-offset one to the horizontal map: each map is differentiated along the other
+    axis than its own."""
+    offsets = torch.arange(size, dtype=torch.float32) - size // 2
+    rows, cols = torch.meshgrid(offsets, offsets, indexing="ij")
+    squared = rows**2 + cols**2
+    squared[size // 2, size // 2] = 1.0  # both numerators are 0 there
+    return rows / squared, cols / squared
+
+
+def official_gradients(hover: torch.Tensor) -> torch.Tensor:
+    """(N, 2, H, W) distance maps -> their gradients as the official loss takes them: the
+    horizontal map (channel 0) with the row-offset kernel, the vertical one with the
+    column-offset kernel, zero-padded."""
+    kernel_rows, kernel_cols = (k.to(hover)[None, None] for k in official_gradient_kernels())
+    pad = kernel_rows.shape[-1] // 2
+    horizontal = torch.nn.functional.conv2d(hover[:, 0:1], kernel_rows, padding=pad)
+    vertical = torch.nn.functional.conv2d(hover[:, 1:2], kernel_cols, padding=pad)
+    return torch.cat([horizontal, vertical], dim=1)
+
+
+def hovernet_loss(protocol: str = "official", weights: dict | None = None):
+    """MONAI's ``HoVerNetLoss`` with the official weights; under the ``official`` protocol
+    its gradient term takes the official kernels (``official_gradients``), under ``clean``
+    MONAI's normalised Sobel along each map's own axis. The other terms are the official
+    ones either way (cross-entropy, Dice summed over classes with 1e-3 smoothing, MSE)."""
     import_monai()
     from monai.apps.pathology.losses import HoVerNetLoss
 
-    return HoVerNetLoss(**(weights or OFFICIAL_LOSS_WEIGHTS))
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown HoVer-Net protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    if protocol == "clean":
+        return HoVerNetLoss(**(weights or OFFICIAL_LOSS_WEIGHTS))
+
+    class OfficialGradientHoVerNetLoss(HoVerNetLoss):
+        def _compute_sobel(self, image: torch.Tensor) -> torch.Tensor:
+            return official_gradients(image)
+
+    return OfficialGradientHoVerNetLoss(**(weights or OFFICIAL_LOSS_WEIGHTS))
 
 
 # hover_net's process_np_hv: Sobel kernel 21 on the distance maps, objects and markers under
