@@ -145,8 +145,7 @@ def root_problem(config: dict, name: str) -> str | None:
     """Why dataset ``name``'s root cannot be read, or None. A root under the demo folder is
     made by the workflow (``make_demo_dataset``) and need not exist yet."""
     root = str(config["datasets"][name]["root"])
-    demo = Path(paths.DEMO_DATA_DIR)
-    if Path(root) == demo or demo in Path(root).parents:
+    if paths.is_demo_data(root):
         return None
     return path_problem(f"datasets.{name}.root", root, f"the {name} dataset folder as downloaded", folder=True)
 

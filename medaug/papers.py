@@ -31,6 +31,36 @@ def load_config(config_files: list[str]) -> dict:
     return core_config.load_config(config_files, CHECKS)
 
 
+def stand_in_problems(config: dict) -> list[str]:
+    """Unless ``demo.allow_stand_ins``: every dataset root that is a generated stand-in and
+    every pretrained weight left null by a paper that runs, one line each, with the key and
+    what it expects (``core_config.validate_config`` has checked that the others exist)."""
+    if config["demo"]["allow_stand_ins"]:
+        return []
+    problems = []
+    for name in used_datasets(config):
+        root = config["datasets"][name]["root"]
+        if paths.is_demo_data(root):
+            problems.append(
+                f"config: datasets.{name}.root: '{root}' is a generated stand-in; "
+                f"expected the {name} dataset folder as downloaded"
+            )
+    for paper, module in PAPERS.items():
+        if not config[paper]["datasets"]:
+            continue
+        for key, expected in module.PRETRAINED_WEIGHTS.items():
+            section, name = key.split(".")
+            if config[paper][section][name] is None:
+                problems.append(f"config: {paper}.{key}: null (a stand-in takes its place); expected {expected}")
+    if problems:
+        header = (
+            "config: demo.allow_stand_ins is false, so every dataset and pretrained weight must be real; "
+            "set the keys below (or demo.allow_stand_ins: true to rehearse on stand-ins and random models):"
+        )
+        problems.insert(0, header)
+    return problems
+
+
 def targets(config: dict, paper: str) -> list[str]:
     """Everything built so far for one paper, on each of its datasets."""
     return PAPERS[paper].targets(config)

@@ -6,7 +6,8 @@ sys.path.insert(0, workflow.basedir)
 
 from medaug import paths
 from medaug.caches import redirect_caches
-from medaug.papers import PAPERS, all_targets, targets, validate_config
+from medaug.errors import ConfigError
+from medaug.papers import PAPERS, all_targets, stand_in_problems, targets, validate_config
 
 # matplotlib, torch, Snakemake & co. cache under ./.cache, not ~ (the jobs inherit this).
 redirect_caches()
@@ -15,6 +16,9 @@ redirect_caches()
 _validated = validate_config(config)
 config.clear()
 config.update(_validated)
+# Never paper scale on generated data or random weights without saying so (demo.allow_stand_ins).
+if _stand_ins := stand_in_problems(config):
+    raise ConfigError("\n".join(_stand_ins))
 
 
 wildcard_constraints:

@@ -6,6 +6,7 @@ import subprocess
 from collections import Counter
 
 import pytest
+import yaml
 
 from medaug.diffboost.params import runs
 from medaug.papers import load_config
@@ -38,11 +39,65 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+PAPER_INPUTS = [
+    *(f"datasets.{name}.root" for name in ("busi", "spleen", "prostate", "consep", "glysac", "pancreas")),
+    "diffboost.controlnet.pretrained_model",
+    "diffboost.conditions.hed_weights",
+    "dcube.classifier.imagenet_weights",
+]
+
+
+def _overlay(path, values):
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "slurm"]], ids=["plain", "profile"])
+def test_the_paper_config_refuses_stand_ins_until_real_inputs_are_set(tmp_path, profile):
+    """No GPU-days on generated data or random weights by a missed EDIT line: one config
+    error lists every dataset root and weight to set; with real ones (small folders here)
+    the paper-scale DAG plans."""
+    command = [*SNAKEMAKE[:3], *profile, "-n", "--quiet", "rules", "--directory", str(tmp_path / "run")]
+    command += ["--configfile", str(REPO / "config.paper.yaml")]
+    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "Traceback" not in output
+    assert "config: demo.allow_stand_ins is false, so every dataset and pretrained weight must be real" in output
+    listed = [line.split(": ")[1] for line in output.splitlines() if line.startswith("config: ")][1:]
+    assert listed == PAPER_INPUTS
+
+    real = tmp_path / "real"
+    roots = {}
+    for name in ("busi", "spleen", "prostate", "consep", "glysac", "pancreas"):
+        (real / name).mkdir(parents=True)
+        roots[name] = {"root": str(real / name)}
+    for folder in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        (real / "sd15" / folder).mkdir(parents=True)
+    for name in ("network-bsds500.pth", "resnet50-11ad3fa6.pth"):
+        (real / name).write_bytes(b"")
+    values = {
+        "datasets": roots,
+        "diffboost": {
+            "controlnet": {"pretrained_model": str(real / "sd15")},
+            "conditions": {"hed_weights": str(real / "network-bsds500.pth")},
+        },
+        "dcube": {"classifier": {"imagenet_weights": str(real / "resnet50-11ad3fa6.pth")}},
+    }
+    planned = subprocess.run(
+        [*command, _overlay(tmp_path / "real.yaml", values)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "make_demo_dataset" not in job_counts(planned.stdout) and job_counts(planned.stdout)["total"] > 500
+
+
 def test_profile_plans_the_paper_scale_dag_from_the_repository_root(tmp_path):
     # As typed by a user: `snakemake --profile slurm -n` in the checkout (the working
-    # directory is moved aside only so that the test leaves the checkout untouched).
+    # directory is moved aside only so that the test leaves the checkout untouched), with
+    # the stand-ins allowed: a cluster set-up rehearsed on a fresh clone.
+    rehearse = _overlay(tmp_path / "rehearse.yaml", {"demo": {"allow_stand_ins": True}})
+    command = [*SNAKEMAKE[:3], "--profile", "slurm", "-n", "--quiet", "rules", "--directory", str(tmp_path)]
     result = subprocess.run(
-        [*SNAKEMAKE[:3], "--profile", "slurm", "-n", "--quiet", "rules", "--directory", str(tmp_path)],
+        [*command, "--configfile", str(REPO / "config.paper.yaml"), rehearse],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -50,7 +105,7 @@ def test_profile_plans_the_paper_scale_dag_from_the_repository_root(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
-    paper = load_config([REPO / "config.paper.yaml"])
+    paper = load_config([REPO / "config.paper.yaml", rehearse])
     monai_arm = [path for path, labels in runs(paper) if labels["arm"] == "monai"]
     assert counts["finetune_controlnet"] == 3 * 3  # datasets x folds
     assert counts["sample_synthetic"] == 3 * 3 * 7  # x ratios

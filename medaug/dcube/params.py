@@ -14,6 +14,10 @@ from medaug.report.captions import data_sources
 PAPER = "dcube"
 REPRESENTATION = "classification"
 FORMATS = ("class_tree", "busi")
+# The pretrained weights the paper starts from (see diffboost.params.PRETRAINED_WEIGHTS).
+PRETRAINED_WEIGHTS = {
+    "classifier.imagenet_weights": "torchvision's ImageNet ResNet50 file resnet50-11ad3fa6.pth (IMAGENET1K_V2)",
+}
 # Keys of the dcube section that shape the prepared images.
 PREPARE_KEYS = ("image_size",)
 PROTOCOLS = ("official", "clean")

@@ -18,6 +18,13 @@ from medaug.report.captions import data_sources
 PAPER = "diffboost"
 REPRESENTATION = "segmentation"
 FORMATS = ("busi", "msd")
+# The pretrained weights the paper starts from: key -> what it expects. Without them (null)
+# the run takes stand-ins (a small random model, Canny edges), allowed only with
+# demo.allow_stand_ins.
+PRETRAINED_WEIGHTS = {
+    "controlnet.pretrained_model": "a local Stable Diffusion 1.5 folder in diffusers layout",
+    "conditions.hed_weights": "the HED annotator checkpoint network-bsds500.pth",
+}
 # Keys of the diffboost section that shape the prepared slices.
 PREPARE_KEYS = ("image_size", "clip_percentiles", "ct_intensity_floor", "positive_slice_min_pixels")
 # Protocols: "official" selects on the test fold and scores its positive slices (the

@@ -14,6 +14,9 @@ from medaug.config import dataset_problems, duplicate_problems, path_problem
 PAPER = "diffmix"
 REPRESENTATION = "nuclei"
 FORMATS = ("consep", "glysac")
+# DiffMix trains its SDM from scratch, as the paper; its HoVer-Net encoder's ImageNet weights
+# have no config key (both phases train the whole network, see docs/replication.md).
+PRETRAINED_WEIGHTS: dict[str, str] = {}
 # Keys of the diffmix section that shape the prepared patches.
 PREPARE_KEYS = ("patch_size", "patch_stride")
 BASELINE, GRADMIX, DIFFMIX = "baseline", "gradmix", "diffmix"
