@@ -70,7 +70,9 @@ def augment_pair(
     images: torch.Tensor, conditions: torch.Tensor, rng: np.random.Generator, degrees: float, zoom: tuple[float, float]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Joint random rotation (±degrees) and centre crop/zoom (factor in ``zoom``) of image
-    and condition, as the official fine-tuning dataset does."""
+    and condition, in one resampling of the whole slice: the ranges are the official
+    fine-tuning dataset's, but zooming in shows the real surroundings where the official
+    code mirrors its crop (docs/replication.md, "ControlNet fine-tuning zoom")."""
     n = images.shape[0]
     angle = np.radians(rng.uniform(-degrees, degrees, n))
     factor = rng.uniform(zoom[0], zoom[1], n)
