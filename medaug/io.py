@@ -45,6 +45,19 @@ def atomic_output(path: str | Path, directory: bool = False) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
+def file_stamps(paths) -> list[list]:
+    """(path, size, modification time) of every file under ``paths`` (files or folders,
+    hidden ones included), sorted: what identifies a job's inputs to a resumed run, without
+    reading them."""
+    stamps = []
+    for path in map(Path, paths):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            stat = file.stat()
+            stamps.append([str(file), stat.st_size, stat.st_mtime_ns])
+    return stamps
+
+
 def write_json(path: str | Path, data: object) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

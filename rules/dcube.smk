@@ -29,7 +29,7 @@ rule dcube_train_generator:
     priority: 10
     conda:
         "../envs/diffusion.yaml"
-    threads: 1
+    threads: config["threads"]["diffusion"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(16000),
@@ -73,7 +73,7 @@ rule dcube_sample:
         "benchmarks/dcube_sample/{dataset}/{scenario}/count{synthetic_count}.tsv"
     conda:
         "../envs/diffusion.yaml"
-    threads: 1
+    threads: config["threads"]["diffusion"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(16000),
@@ -97,7 +97,7 @@ rule dcube_classify:
         "benchmarks/dcube_classify/{dataset}/{scenario}/{model}/syn{synthetic_count}/seed{seed}.tsv"
     conda:
         "../envs/diffusion.yaml"
-    threads: 1
+    threads: config["threads"]["downstream"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(16000),
@@ -119,7 +119,7 @@ rule dcube_synthetic_quality:
         "benchmarks/dcube_synthetic_quality/{dataset}/{scenario}/count{synthetic_count}.tsv"
     conda:
         "../envs/diffusion.yaml"
-    threads: 1
+    threads: config["threads"]["downstream"]
     resources:
         mem_mb=scaled_by_attempt(8000),
         runtime=scaled_by_attempt(60),

@@ -59,7 +59,7 @@ rule finetune_controlnet:
     priority: 10
     conda:
         "../envs/diffusion.yaml"
-    threads: 1
+    threads: config["threads"]["diffusion"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(16000),
@@ -84,7 +84,7 @@ rule sample_synthetic:
     priority: 10
     conda:
         "../envs/diffusion.yaml"
-    threads: 1
+    threads: config["threads"]["diffusion"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(16000),
@@ -106,7 +106,7 @@ rule generator_quality:
         "benchmarks/generator_quality/{dataset}/fold{fold}.tsv"
     conda:
         "../envs/diffusion.yaml"
-    threads: 1
+    threads: config["threads"]["diffusion"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(16000),
@@ -129,7 +129,7 @@ rule train_segmenter:
         "benchmarks/train_segmenter/{dataset}/fold{fold}/{variant}/seed{seed}.tsv"
     conda:
         "../envs/segmentation.yaml"
-    threads: 1
+    threads: config["threads"]["downstream"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(8000),
@@ -151,7 +151,7 @@ rule nnunet_plan:
         "benchmarks/nnunet_plan/{dataset}/fold{fold}/{protocol}.tsv"
     conda:
         "../envs/nnunet.yaml"
-    threads: 1
+    threads: config["threads"]["nnunet"]
     resources:
         mem_mb=scaled_by_attempt(8000),
         runtime=scaled_by_attempt(60),
@@ -170,7 +170,7 @@ rule nnunet_train:
         "benchmarks/nnunet_train/{dataset}/fold{fold}/{protocol}/ratio{ratio}.tsv"
     conda:
         "../envs/nnunet.yaml"
-    threads: 1
+    threads: config["threads"]["nnunet"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(16000),

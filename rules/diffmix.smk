@@ -50,7 +50,7 @@ rule diffmix_train_generator:
     priority: 10
     conda:
         "../envs/diffusion.yaml"
-    threads: 1
+    threads: config["threads"]["diffusion"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(16000),
@@ -73,7 +73,7 @@ rule diffmix_sample:
         "benchmarks/diffmix_sample/{dataset}/{map_kind}.tsv"
     conda:
         "../envs/diffusion.yaml"
-    threads: 1
+    threads: config["threads"]["diffusion"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(16000),
@@ -97,7 +97,7 @@ rule diffmix_hovernet:
         ratio=r"\d+(?:\.\d+)?",  # synthetic per real patch: 0.5, 1, 2
     conda:
         "../envs/segmentation.yaml"
-    threads: 1
+    threads: config["threads"]["downstream"]
     resources:
         gpu=1,
         mem_mb=scaled_by_attempt(16000),

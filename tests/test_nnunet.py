@@ -52,6 +52,8 @@ def test_nnunet_env_sets_folders_threads_trainer_and_settings(tmp_path, monkeypa
     assert env["MEDAUG_NNUNET_EPOCHS"] == "1" and env["MEDAUG_NNUNET_ITERS"] == "2"
     assert env["MEDAUG_NNUNET_VAL_ITERS"] == "1" and env["MEDAUG_NNUNET_BATCH"] == "2"
     assert env["MEDAUG_NNUNET_SKIP_FINAL_VAL"] == "1"
+    # On CUDA the job's CPUs run nnU-Net's augmentation workers.
+    assert nnunet_env(tmp_path, threads=8, training=True, device="cuda")["nnUNet_n_proc_DA"] == "8"
     # None keeps nnU-Net's default.
     assert "MEDAUG_NNUNET_BATCH" not in nnunet_env(tmp_path, training=True, trainer_settings={"batch": None})
     with pytest.raises(MedaugError, match="unknown"):
@@ -185,3 +187,69 @@ def test_a_case_may_be_in_training_and_test_images_but_not_twice_in_one(tmp_path
     assert (folder / "imagesTr" / "a_0000.nii.gz").is_file() and (folder / "imagesTs" / "a_0000.nii.gz").is_file()
     with pytest.raises(MedaugError, match="duplicate case ids in imagesTr"):
         write_dataset(tmp_path, 2, "twice", [("a", image, mask), ("a", image, mask)], LABELS)
+
+
+RESUME_SCRIPT = """
+import json, sys
+import numpy as np
+from medaug.nnunet.wrapper import plan_and_preprocess, nnunet_env, train_and_predict, write_dataset
+from tests.test_nnunet import LABELS, disk_case
+
+workdir, settings, identity = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+rng = np.random.default_rng(0)
+cases = [(f"case{i:02d}", *disk_case(rng)) for i in range(8)]
+env = nnunet_env(workdir, threads=1)
+write_dataset(env["nnUNet_raw"], 1, "Disks", cases, LABELS, test_cases=[("test0", disk_case(rng)[0])])
+plan_and_preprocess(1, env, verify=False)
+split = {"train": [c[0] for c in cases[:6]], "val": [c[0] for c in cases[6:]]}
+train_and_predict(workdir, 1, 1, "disks", None, LABELS, split, "nnUNetTrainer_medaug", settings, "cpu", 1, identity)
+"""
+
+
+def test_a_killed_nnunet_training_resumes_on_retry_and_a_changed_run_starts_afresh(tmp_path):
+    """As a SLURM time limit ends a job and Snakemake's retry starts it again: the same run
+    continues from checkpoint_latest.pth (nnU-Net's --c); another run never does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    settings = {"epochs": 20, "iters": 3, "val_iters": 1, "batch": 2, "skip_final_val": True, "seed": 0}
+    settings |= {"plot_every": 0, "save_every": 1}
+    script = tmp_path / "train.py"
+    script.write_text(RESUME_SCRIPT)
+    workdir = tmp_path / "nnunet"
+
+    def start(identity, settings=settings):
+        command = [sys.executable, str(script), str(workdir), json.dumps(settings), json.dumps(identity)]
+        return subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+
+    fold = workdir / "nnUNet_results" / "Dataset001_Disks" / "nnUNetTrainer_medaug__nnUNetPlans__2d" / "fold_0"
+    job = start({"job": "a"})
+    deadline = time.monotonic() + 600
+    while not (fold / "checkpoint_latest.pth").is_file():
+        assert job.poll() is None, "training ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.2)
+    # As SLURM ends a job: every process of it, nnU-Net's own session included.
+    import psutil
+
+    for process in [*psutil.Process(job.pid).children(recursive=True), psutil.Process(job.pid)]:
+        process.send_signal(signal.SIGKILL)
+    job.wait()
+    assert not (fold / "checkpoint_final.pth").exists()
+
+    def first_epoch(log):
+        return int(next(line for line in log.read_text().splitlines() if ": Epoch " in line).split(": Epoch ")[1])
+
+    assert start({"job": "a"}).wait(timeout=600) == 0
+    logs = sorted(fold.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
+    assert len(logs) == 2 and first_epoch(logs[0]) == 0 and first_epoch(logs[1]) >= 1
+    assert (fold / "checkpoint_final.pth").is_file()
+
+    # Another run (other settings or inputs) finds that checkpoint and starts afresh.
+    assert start({"job": "b"}, {**settings, "epochs": 2}).wait(timeout=600) == 0
+    (log,) = fold.glob("training_log_*.txt")
+    assert first_epoch(log) == 0 and json.loads((fold / "medaug_run.json").read_text())["run"] == {"job": "b"}

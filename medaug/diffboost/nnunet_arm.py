@@ -28,7 +28,7 @@ import pandas as pd
 from medaug.diffboost import paths, stages
 from medaug.diffboost.scoring import score_cases
 from medaug.diffboost.slices import PROTOCOL_ROLES, SliceData
-from medaug.io import read_json, write_json
+from medaug.io import file_stamps, read_json, write_json
 from medaug.nnunet import wrapper as nnunet
 from medaug.paths import fill
 from medaug.stage import Job, Stage
@@ -89,8 +89,10 @@ def train_ratio(
     trainer_settings: dict,
     device: str | None = None,
     threads: int = 2,
+    run_identity: dict | None = None,
 ) -> pd.DataFrame:
-    """Train nnU-Net on real (+ synthetic at ``ratio``) slices and score the test cases."""
+    """Train nnU-Net on real (+ synthetic at ``ratio``) slices and score the test cases;
+    ``run_identity`` lets a retry of the same run continue (``nnunet.train_and_predict``)."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,6 +117,7 @@ def train_ratio(
         trainer_settings,
         device,
         threads,
+        run_identity,
     )
 
     def read_predictions(rows: pd.DataFrame) -> np.ndarray:
@@ -155,6 +158,7 @@ def _train(job: Job) -> None:
         settings["trainer"],
         settings["trainer_settings"],
         threads=job.threads or 2,
+        run_identity={"settings": settings, "inputs": file_stamps(job.inputs.values())},
     )
     metrics.to_csv(job.outputs["metrics"], sep="\t", index=False)
 

@@ -350,6 +350,7 @@ def nnunet_settings(config: dict) -> dict:
             "skip_final_val": short or None,
             "seed": config["seed"],
             "plot_every": nnunet["progress_plot_every"],
+            "save_every": nnunet["checkpoint_every"],
         },
     }
 

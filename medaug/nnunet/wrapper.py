@@ -14,6 +14,7 @@ network, patch size or normalisation.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -48,22 +49,30 @@ TRAINER_SETTINGS = {
     "skip_final_val": "MEDAUG_NNUNET_SKIP_FINAL_VAL",
     "seed": "MEDAUG_NNUNET_SEED",
     "plot_every": "MEDAUG_NNUNET_PLOT_EVERY",
+    "save_every": "MEDAUG_NNUNET_SAVE_EVERY",
 }
+# Written into a fold's results folder: what run its checkpoints belong to (see train_and_predict).
+RUN_RECORD = "medaug_run.json"
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def nnunet_env(
-    workdir: str | Path, threads: int = 2, training: bool = False, trainer_settings: dict | None = None
+    workdir: str | Path,
+    threads: int = 2,
+    training: bool = False,
+    trainer_settings: dict | None = None,
+    device: str = "cpu",
 ) -> dict[str, str]:
     """A copy of ``os.environ`` set up for nnU-Net under ``workdir``.
 
     ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` are ``workdir``'s
     sub-folders of the same names (created); ``threads`` sets nnU-Net's worker count and
     the BLAS/OpenMP threads; ``nnUNet_extTrainer`` makes ``nnUNetTrainer_medaug`` findable.
-    With ``training``, data augmentation runs in the training process
-    (``nnUNet_n_proc_DA=0``: fastest on few cores, but it breaks planning, hence only
-    here), torch uses ``threads`` threads, and ``trainer_settings`` (keys epochs, iters,
-    val_iters, batch, skip_final_val, seed, plot_every; None = nnU-Net's default) become
+    With ``training``, data augmentation runs in ``threads`` worker processes on CUDA, and
+    on CPU in the training process (``nnUNet_n_proc_DA=0``: fastest on few cores and in a
+    fixed order, but it breaks planning, hence only here); torch uses ``threads`` threads,
+    and ``trainer_settings`` (keys epochs, iters, val_iters, batch, skip_final_val, seed,
+    plot_every, save_every; None = nnU-Net's default) become
     ``MEDAUG_NNUNET_*`` variables; without ``training`` they
     are ignored, and ``MEDAUG_NNUNET_*`` set in the caller's environment never pass through.
     """
@@ -88,7 +97,7 @@ def nnunet_env(
     env.pop("nnUNet_n_proc_DA", None)
     env.pop("MEDAUG_NNUNET_THREADS", None)
     if training:
-        env["nnUNet_n_proc_DA"] = "0"
+        env["nnUNet_n_proc_DA"] = "0" if device == "cpu" else str(threads)
         env["MEDAUG_NNUNET_THREADS"] = str(threads)
         for key, value in (trainer_settings or {}).items():
             if value is None:
@@ -383,17 +392,37 @@ def train(
     trainer: str = "nnUNetTrainer_medaug",
     device: str = "cpu",
     log_file: str | Path | None = None,
+    resume: bool = False,
 ) -> Path:
     """Train one fold of the 2d configuration; returns the fold's output folder.
 
-    Use an environment from ``nnunet_env(..., training=True, trainer_settings=...)``.
+    Use an environment from ``nnunet_env(..., training=True, trainer_settings=...)``;
+    ``resume`` continues from the fold's latest checkpoint (``--c``).
     """
-    run_cli("train", _train_args(dataset_id, fold, trainer, device), env, log_file)
+    run_cli("train", _train_args(dataset_id, fold, trainer, device, resume), env, log_file)
     return _trained_folder(env, dataset_id, fold, trainer)
 
 
-def _train_args(dataset_id: int, fold: int, trainer: str, device: str) -> list[str]:
-    return [str(dataset_id), CONFIGURATION, str(fold), "-tr", trainer, "-p", PLANS, "-device", device]
+def _train_args(dataset_id: int, fold: int, trainer: str, device: str, resume: bool = False) -> list[str]:
+    args = [str(dataset_id), CONFIGURATION, str(fold), "-tr", trainer, "-p", PLANS, "-device", device]
+    return [*args, "--c"] if resume else args
+
+
+def continues_run(folder: Path, identity: dict) -> bool:
+    """Whether the fold folder ``folder`` holds a checkpoint of the run ``identity`` (then
+    training continues from it); otherwise the folder is emptied and ``identity`` recorded
+    in it, for a retry to find."""
+    record = folder / RUN_RECORD
+    checkpoints = [folder / name for name in ("checkpoint_final.pth", "checkpoint_latest.pth")]
+    same_run = record.is_file() and json.loads(record.read_text()) == json.loads(json.dumps(identity))
+    if same_run and any(path.is_file() for path in checkpoints):
+        log.info("%s: continuing the same run from its latest checkpoint", folder)
+        return True
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    record.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
+    return False
 
 
 def _trained_folder(env: dict, dataset_id: int, fold: int, trainer: str) -> Path:
@@ -487,6 +516,7 @@ def train_and_predict(
     trainer_settings: dict,
     device: str = "cpu",
     threads: int = 2,
+    run_identity: dict | None = None,
 ) -> Path:
     """Train fold 0 of ``dataset_id`` on ``split`` and predict the reference dataset's test
     images; returns the predictions' folder.
@@ -494,6 +524,12 @@ def train_and_predict(
     ``cases`` (written as dataset ``dataset_id`` and preprocessed with the reference's
     plans) or None to train on the reference dataset itself (``dataset_id ==
     reference_id``). Only the final checkpoint is kept: it is what gets predicted.
+
+    ``run_identity`` (JSON-able; e.g. the job's settings and its inputs' stamps) names the
+    run: a fold folder holding checkpoints of the same run continues from its latest one
+    (nnU-Net's ``--c``: a job killed at its time limit and retried resumes); any other
+    checkpoint is removed and training starts afresh, so a run never mixes settings.
+    Without it training always starts afresh.
     """
     workdir = Path(workdir)
     env = nnunet_env(workdir, threads)
@@ -502,7 +538,9 @@ def train_and_predict(
         write_dataset(env["nnUNet_raw"], dataset_id, name, cases, labels)
         reuse_plans(reference_id, dataset_id, env, logs.with_suffix(".preprocess.log"))
     write_splits(env["nnUNet_preprocessed"], dataset_id, [split])
-    train_env = nnunet_env(workdir, threads, training=True, trainer_settings=trainer_settings)
+    train_env = nnunet_env(workdir, threads, training=True, trainer_settings=trainer_settings, device=device)
+    identity = {"run": run_identity, "trainer": trainer, "trainer_settings": trainer_settings, "split": split}
+    resume = run_identity is not None and continues_run(results_folder(env, dataset_id, 0, trainer), identity)
     predictions = workdir / f"predictions_{name}"
     shutil.rmtree(predictions, ignore_errors=True)
     test_images = find_dataset_folder(env["nnUNet_raw"], reference_id) / "imagesTs"
@@ -512,13 +550,13 @@ def train_and_predict(
         # short demo training. The training-only settings of train_env are read by the
         # trainer alone. Not on CUDA: there both entry points call
         # torch.set_num_interop_threads, which a process may call only once.
-        train_args = _train_args(dataset_id, 0, trainer, device)
+        train_args = _train_args(dataset_id, 0, trainer, device, resume)
         predict_args = _predict_args(test_images, predictions, dataset_id, 0, trainer, device, 0)
         run_cli("train", [*train_args, THEN, "predict", *predict_args], train_env, logs.with_suffix(".log"))
         folder = _trained_folder(env, dataset_id, 0, trainer)
         _check_predictions(predictions, test_ids)
     else:
-        folder = train(dataset_id, 0, train_env, trainer, device, logs.with_suffix(".train.log"))
+        folder = train(dataset_id, 0, train_env, trainer, device, logs.with_suffix(".train.log"), resume)
         predict(test_images, predictions, dataset_id, 0, env, trainer, device, logs.with_suffix(".predict.log"))
     (folder / "checkpoint_best.pth").unlink(missing_ok=True)  # 60+ MB each; the final one is what we score
     return predictions

@@ -17,6 +17,8 @@ Knobs (unset or empty = nnU-Net's stock behaviour):
 - ``MEDAUG_NNUNET_PLOT_EVERY``  draw ``progress.png`` every N epochs and after the last one;
   0 = after the last one only (stock: every epoch). nnU-Net's figure is 3000 x 5400 px and
   takes about 1.5 s of CPU to draw, as long as one short demo epoch
+- ``MEDAUG_NNUNET_SAVE_EVERY`` write ``checkpoint_latest.pth`` every N epochs (stock 50), which
+  a retried job continues from (``--c``)
 - ``MEDAUG_NNUNET_THREADS``     torch threads on CPU (stock: every core of the machine,
   whatever the scheduler allotted; a fixed count also fixes the float summation order)
 
@@ -75,6 +77,7 @@ class nnUNetTrainer_medaug(nnUNetTrainer):
         self._medaug_trained_here = False
         self.medaug_seed = _env_int("MEDAUG_NNUNET_SEED", None, minimum=0)
         self.medaug_plot_every = _env_int("MEDAUG_NNUNET_PLOT_EVERY", 1, minimum=0)
+        self.save_every = _env_int("MEDAUG_NNUNET_SAVE_EVERY", self.save_every)
         threads = _env_int("MEDAUG_NNUNET_THREADS", None)
         if threads is not None and self.device.type == "cpu":
             torch.set_num_threads(threads)
@@ -88,6 +91,7 @@ class nnUNetTrainer_medaug(nnUNetTrainer):
             f"val iterations/epoch={self.num_val_iterations_per_epoch}, "
             f"batch size={self.medaug_batch_size or 'from plans'}, skip final validation={self.medaug_skip_final_val}, "
             f"seed={self.medaug_seed}, progress plot every {self.medaug_plot_every or 'last'} epoch(s), "
+            f"checkpoint every {self.save_every} epoch(s), "
             f"torch threads={torch.get_num_threads()}"
         )
 
