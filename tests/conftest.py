@@ -152,12 +152,17 @@ def slurm_cluster():
 
 
 def ci_overlay(directory: Path) -> Path:
-    """The tests' overlay on the user profile: the same default resources with this
-    cluster's partition and account, nothing else."""
-    resources = yaml.safe_load(PROFILE.read_text())["default-resources"]
-    overlay = {"default-resources": {**resources, "slurm_partition": "main", "slurm_account": "ci"}}
+    """The tests' overlay on the user profile: the same resources with this cluster's
+    partitions (main for CPU jobs, gpu for GPU jobs) and account, nothing else."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    resources, per_rule = profile["default-resources"], profile["set-resources"]
+    overlay = {
+        "default-resources": {**resources, "slurm_partition": "main", "slurm_account": "ci"},
+        "set-resources": {rule: {**values, "slurm_partition": "gpu"} for rule, values in per_rule.items()},
+    }
     changed = {key for key in resources if resources[key] != overlay["default-resources"][key]}
     assert changed <= {"slurm_partition", "slurm_account"}
+    assert all(set(values) == {"slurm_partition"} for values in per_rule.values())
     directory.mkdir()
     (directory / "config.v8+.yaml").write_text(yaml.safe_dump(overlay))
     return directory

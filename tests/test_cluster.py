@@ -119,6 +119,30 @@ def test_profile_plans_the_paper_scale_dag_from_the_repository_root(tmp_path):
     assert counts["diffmix_sample"] == 2 * 2 and counts["diffmix_train_generator"] == 2
     assert counts["total"] > 500
 
+    # Each job's partition and CPUs as planned: GPU jobs on the GPU partition with their
+    # family's threads (config.paper.yaml), CPU jobs on the CPU partition.
+    detailed = subprocess.run(
+        # --cores: a dry-run caps threads at the local cores; sbatch jobs are not capped.
+        [*SNAKEMAKE[:3], "--profile", "slurm", "-n", "--cores", "64", "--directory", str(tmp_path)]
+        + ["--configfile", str(REPO / "config.paper.yaml"), rehearse],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    planned = {}
+    for block in detailed.stdout.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        partition = re.search(r"slurm_partition=(\w+)", block).group(1)
+        threads = int(match.group(1)) if (match := re.search(r"^\s+threads: (\d+)$", block, re.M)) else 1
+        planned[rule] = (partition, threads)
+    threads = paper["threads"]
+    assert planned["nnunet_train"] == ("gpu", threads["nnunet"])
+    assert planned["nnunet_plan"] == ("cpu", threads["nnunet"])
+    assert planned["train_segmenter"] == ("gpu", threads["downstream"])
+    assert planned["finetune_controlnet"] == ("gpu", threads["diffusion"])
+    assert {rule for rule, (partition, _) in planned.items() if partition == "gpu"} == GPU_RULES
+
 
 def sacct(job_ids: list[str]) -> list[dict]:
     """Accounting records of ``job_ids``. Read from sacct, never scontrol: scontrol forgets
@@ -140,7 +164,7 @@ def test_ci_demo_through_slurm_matches_a_local_run(slurm_ci_run, ci_run):
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
     records = sacct(submitted)
     assert sorted(r["JobIDRaw"] for r in records) == sorted(submitted)
-    assert {(r["State"], r["Account"], r["Partition"]) for r in records} == {("COMPLETED", "ci", "main")}
+    assert {(r["State"], r["Account"]) for r in records} == {("COMPLETED", "ci")}
 
     # Every job that ran (each leaves a benchmark file) went through sbatch, and only
     # those; the comment the plugin sets names the rule.
@@ -152,6 +176,10 @@ def test_ci_demo_through_slurm_matches_a_local_run(slurm_ci_run, ci_run):
     for record in records:
         rule = re.match(r"rule_(\w+?)_wildcards", record["Comment"]).group(1)
         assert ("gres/gpu=1" in record["AllocTRES"]) == (rule in GPU_RULES), record
+        # CPU jobs on the CPU partition, GPU jobs on the GPU one, each with its threads
+        # (config key `threads`: 1 in the CI config) as its CPUs.
+        assert record["Partition"] == ("gpu" if rule in GPU_RULES else "main"), record
+        assert re.search(r"(^|,)cpu=1(,|$)", record["AllocTRES"]), record
         if rule in GPU_RULES:  # --gpus=1 (a per-job GPU request), not --gres
             assert "--gpus=1" in record["SubmitLine"] and "--gres" not in record["SubmitLine"], record
 

@@ -19,6 +19,7 @@ PID_FILE=${MEDAUG_SLURM_PID_FILE:-/run/medaug-slurm.pids}
 CLUSTER=medaug
 ACCOUNT=ci
 PARTITION=main
+GPU_PARTITION=gpu  # the same node again: jobs land in the partition they ask for
 PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
 FAKE_GPU=0
 [[ ${1:-} == --fake-gpu ]] && FAKE_GPU=1
@@ -104,6 +105,7 @@ $gres_types
 $overrides
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory_mb$gres_node State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=$GPU_PARTITION Nodes=ALL MaxTime=INFINITE State=UP
 EOF
 if ! cmp -s /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf 2>/dev/null; then
     # Daemons running with another configuration would disagree with the new one.
@@ -189,4 +191,4 @@ until [[ $(timeout -s KILL 5 sinfo -h -n "$host" -o %T 2>/dev/null) == idle* ]];
     ((SECONDS < deadline)) || die "node $host not idle: $(timeout -s KILL 5 sinfo -h -o '%T %E' 2>&1)"
     sleep 0.5
 done
-echo "start_slurm: cluster $CLUSTER up: partition $PARTITION, account $ACCOUNT, node $host ($cpus CPUs$([[ $FAKE_GPU == 1 ]] && echo ", $cpus fake GPUs"))"
+echo "start_slurm: cluster $CLUSTER up: partitions $PARTITION and $GPU_PARTITION, account $ACCOUNT, node $host ($cpus CPUs$([[ $FAKE_GPU == 1 ]] && echo ", $cpus fake GPUs"))"
