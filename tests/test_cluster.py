@@ -65,6 +65,8 @@ def test_the_paper_config_refuses_stand_ins_until_real_inputs_are_set(tmp_path, 
     assert "config: demo.allow_stand_ins is false, so every dataset and pretrained weight must be real" in output
     listed = [line.split(": ")[1] for line in output.splitlines() if line.startswith("config: ")][1:]
     assert listed == PAPER_INPUTS
+    if not profile:
+        return  # planning once, through the profile as a cluster user does, is enough
 
     real = tmp_path / "real"
     roots = {}
