@@ -244,3 +244,13 @@ def test_a_missing_dataset_root_is_a_config_error_naming_the_key(tmp_path):
     assert f"config: datasets.busi.root: '{tmp_path / 'no_busi'}' does not exist; expected" in lines[0]
     assert f"config: datasets.spleen.root: '{tmp_path / 'a_file'}' is a file; expected" in lines[1]
     assert len([line for line in lines if "datasets.busi.root" in line]) == 1  # DiffBoost and D-Cube read it
+
+
+def test_the_configuration_reference_is_the_schema():
+    # docs/configuration.md is generated: `python -m medaug.config_reference > docs/configuration.md`.
+    from medaug.config_reference import reference
+
+    documented = (REPO / "docs" / "configuration.md").read_text()
+    assert documented == reference(), "regenerate docs/configuration.md from the schema"
+    keys = [path for path, _ in _walk(load_schema())]
+    assert all(f"`{key}`" in documented for key in keys if not key.startswith("datasets"))
