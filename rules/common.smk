@@ -7,7 +7,13 @@ sys.path.insert(0, workflow.basedir)
 from medaug import paths
 from medaug.caches import redirect_caches
 from medaug.errors import ConfigError
-from medaug.papers import PAPERS, all_targets, stand_in_problems, targets, validate_config
+from medaug.papers import (
+    PAPERS,
+    all_targets,
+    stand_in_problems,
+    targets,
+    validate_config,
+)
 
 # matplotlib, torch, Snakemake & co. cache under ./.cache, not ~ (the jobs inherit this).
 redirect_caches()
