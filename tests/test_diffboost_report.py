@@ -112,3 +112,23 @@ def test_runs_cover_every_variant_fold_seed_and_nnunet_ratio():
     prostate = variants(config, "prostate")
     assert {"baseline", "diffboost_r2", "UNet_baseline", "UNet_diffboost", "aug_DiffBoostPlus"} <= set(prostate)
     assert "UNet_baseline" not in variants(config, "busi")  # ablations run on prostate only
+
+
+@pytest.mark.parametrize("folds_per_point", [1, 3])
+def test_dice_vs_ratio_draws_a_band_only_where_there_are_several_runs(tmp_path, folds_per_point):
+    import matplotlib.collections
+    import matplotlib.pyplot as plt
+
+    from medaug.diffboost import report
+
+    rng = np.random.default_rng(0)
+    rows = _metrics(rng, "baseline", 0.0, "main;ratio", 0) + _metrics(rng, "diffboost_r2", 0.05, "ratio;main", 2)
+    metrics = pd.DataFrame([row for row in rows if row["fold"] < folds_per_point])
+    figure = report.dice_vs_ratio_figure(metrics, tmp_path / "f.png", tmp_path / "f.svg")
+    bands = [c for ax in figure.axes for c in ax.collections if isinstance(c, matplotlib.collections.PolyCollection)]
+    title = figure._suptitle.get_text()
+    if folds_per_point == 1:
+        assert not bands and "one run per point" in title and "CI" not in title
+    else:
+        assert bands and "95% CI" in title
+    plt.close(figure)

@@ -133,14 +133,18 @@ def write_quality_table(quality: pd.DataFrame, tables_dir: str | Path) -> None:
     (tables_dir / "generator_quality.html").write_text(html)
 
 
-def dice_vs_ratio_figure(metrics: pd.DataFrame, png: str | Path, svg: str | Path) -> None:
-    """Dice against synthetic ratio (0 = real only) with bootstrap 95% CIs over runs."""
+def dice_vs_ratio_figure(metrics: pd.DataFrame, png: str | Path, svg: str | Path):
+    """Dice against synthetic ratio (0 = real only), with bootstrap 95% CIs over runs where
+    every point has several (the title says which); returns the figure."""
     pyplot()
     import seaborn as sns
 
     runs = tables.per_run(metrics, LAYOUT)
     runs = runs[runs.tables.str.split(";").apply(lambda t: "ratio" in t or "main" in t)]
     runs = runs[runs.augmentation.isin(["none", "DiffBoost"]) | (runs.arm == NNUNET_ARM)]
+    # A band only where a point has several runs (folds x seeds): one run has no interval.
+    points = ["dataset", "arm", "protocol", "ratio"]
+    several = bool((runs.groupby(points).size() > 1).all()) if len(runs) else False
     sns.set_theme(context="paper", style="whitegrid")
     grid = sns.relplot(
         data=runs,
@@ -151,15 +155,17 @@ def dice_vs_ratio_figure(metrics: pd.DataFrame, png: str | Path, svg: str | Path
         col="protocol",
         kind="line",
         marker="o",
-        errorbar=("ci", 95),
+        errorbar=("ci", 95) if several else None,
         n_boot=1000,
         seed=0,
         height=3,
         aspect=1.2,
     )
     grid.set_axis_labels("synthetic images per real slice (0 = real only)", "test Dice")
-    grid.figure.suptitle("DiffBoost: Dice vs synthetic ratio (mean, 95% CI over folds x seeds)", y=1.04)
+    summary = "mean, 95% CI over folds x seeds" if several else "one run per point"
+    grid.figure.suptitle(f"DiffBoost: Dice vs synthetic ratio ({summary})", y=1.04)
     save(grid.figure, png, svg)
+    return grid.figure
 
 
 def samples_figure(panels: list[dict], png: str | Path, columns: int) -> None:
