@@ -14,7 +14,7 @@ from medaug.report.captions import data_sources
 PAPER = "dcube"
 REPRESENTATION = "classification"
 FORMATS = ("class_tree", "busi")
-# The pretrained weights the paper starts from (see diffboost.params.PRETRAINED_WEIGHTS).
+# The pretrained weights the paper starts from (the registry reads PRETRAINED_WEIGHTS of each paper).
 PRETRAINED_WEIGHTS = {
     "classifier.imagenet_weights": "torchvision's ImageNet ResNet50 file resnet50-11ad3fa6.pth (IMAGENET1K_V2)",
 }
