@@ -842,3 +842,21 @@ def test_official_protocol_takes_the_official_gradient_loss_and_clean_takes_mona
     assert float(official) > 5 * float(clean)
     with pytest.raises(ValueError, match="unknown HoVer-Net protocol"):
         hovernet_loss("paper")
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_f1_per_class_draws_error_bars_only_over_several_seeds(tmp_path, seeds):
+    import matplotlib.container
+    import pandas as pd
+
+    from medaug.diffmix.report import f1_per_class_figure
+
+    rows = [
+        {"dataset": "consep", "arm": arm, "ratio": ratio, "seed": seed, "rare": "other"}
+        | {"F_c rare": 0.1 + 0.05 * seed, "F_c other": 0.1 + 0.05 * seed, "F_c epithelial": 0.8 - 0.05 * seed}
+        for arm, ratio in (("baseline", 0.0), ("diffmix", 1.0))
+        for seed in range(seeds)
+    ]
+    figure = f1_per_class_figure(pd.DataFrame(rows), tmp_path / "f1.png")
+    bars = [c for ax in figure.axes for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    assert bool(bars) == (seeds > 1)

@@ -154,7 +154,7 @@ def write_table(out_dir: Path, name: str, table: pd.DataFrame) -> None:
     (out_dir / f"{name}.html").write_text(html_page(TITLES[name], body_html))
 
 
-def f1_per_class_figure(runs: pd.DataFrame, path: Path) -> None:
+def f1_per_class_figure(runs: pd.DataFrame, path: Path):
     from medaug.report.figures import pyplot, save
 
     plt = pyplot()
@@ -169,7 +169,8 @@ def f1_per_class_figure(runs: pd.DataFrame, path: Path) -> None:
         for k, (arm, ratio) in enumerate(arms):
             runs_of = subset[(subset.arm == arm) & (subset.ratio == ratio)]
             means = [100 * runs_of[c].mean() for c in classes]
-            stds = [100 * runs_of[c].std() if len(runs_of) > 1 else 0 for c in classes]
+            # Error bars only over several seeds: one run has no spread to draw.
+            stds = [100 * runs_of[c].std() for c in classes] if len(runs_of) > 1 else None
             label = arm if arm == params.BASELINE else f"{arm} ×{ratio:g}"
             ax.bar(np.arange(len(classes)) + k * width, means, width, yerr=stds, label=label, capsize=2)
         ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, [c[4:] for c in classes], rotation=20)
@@ -177,6 +178,7 @@ def f1_per_class_figure(runs: pd.DataFrame, path: Path) -> None:
         ax.set_title(f"{dataset} (rare: {subset.rare.iloc[0]})")
         ax.legend(fontsize=8)
     save(figure, path)
+    return figure
 
 
 def rare_f1_figure(runs: pd.DataFrame, path: Path) -> None:
@@ -191,8 +193,9 @@ def rare_f1_figure(runs: pd.DataFrame, path: Path) -> None:
         baseline = subset[subset.arm == params.BASELINE]
         for arm in sorted(set(subset.arm) - {params.BASELINE}):
             grouped = pd.concat([baseline, subset[subset.arm == arm]]).groupby("ratio")["F_c rare"]
-            means, stds = 100 * grouped.mean(), 100 * grouped.std().fillna(0)
-            ax.errorbar(means.index, means, yerr=stds, marker="o", capsize=3, label=f"{dataset} {arm}")
+            means, stds = 100 * grouped.mean(), 100 * grouped.std()
+            spread = stds if stds.notna().all() else None  # one seed per point: no bars
+            ax.errorbar(means.index, means, yerr=spread, marker="o", capsize=3, label=f"{dataset} {arm}")
     ax.set_xlabel("synthetic patches per real patch (0 = baseline)")
     ax.set_ylabel("rare-class F_c (%)")
     ax.legend(fontsize=8)
