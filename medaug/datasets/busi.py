@@ -17,7 +17,6 @@ from medaug.datasets.base import (
     CaseRef,
     SegmentationCase,
     case_id_from,
-    check_finite,
     check_label_values,
     check_same_shape,
     check_unique_ids,
@@ -84,7 +83,6 @@ class BusiDataset:
     def load(self, ref: CaseRef) -> SegmentationCase:
         image_path = ref.files["image"]
         image = to_gray(read_image(image_path), image_path, SKIMAGE)  # as the official preprocessing
-        check_finite(image_path, image, "pixels")
         lesion = np.zeros(image.shape, dtype=bool)
         for key, path in ref.files.items():
             if not key.startswith("mask"):
@@ -99,6 +97,4 @@ class BusiDataset:
     def load_image(self, ref: CaseRef) -> np.ndarray:
         """The grey image alone (classification use: masks are neither needed nor read)."""
         path = ref.files["image"]
-        image = to_gray(read_image(path), path, SKIMAGE)
-        check_finite(path, image, "pixels")
-        return image
+        return to_gray(read_image(path), path, SKIMAGE)
