@@ -1,4 +1,5 @@
-"""FID and KID against independent computations, and the pipeline-trained feature extractor."""
+"""FID and KID (torchmetrics fed extracted features) against independent computations, and
+the pipeline-trained feature extractor."""
 
 import numpy as np
 import pytest
@@ -23,6 +24,26 @@ def test_frechet_distance_of_diagonal_gaussians_is_mean_gap_plus_std_gaps():
         frechet_distance(a[:1], b)
 
 
+def test_frechet_distance_agrees_with_the_matrix_square_root_formula_on_correlated_features():
+    """The formula written out with scipy's sqrtm (the pytorch-fid / clean-fid computation) on
+    correlated 32-d features, including fewer samples than dimensions (singular covariances)."""
+    from scipy import linalg
+
+    def by_hand(a, b):
+        cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        root = linalg.sqrtm(cov_a @ cov_b).real
+        return ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root)
+
+    rng = np.random.default_rng(2)
+    mixing = rng.normal(size=(32, 32))
+    a = rng.normal(size=(500, 32)) @ mixing
+    b = rng.normal(0.3, 1.2, size=(400, 32)) @ mixing
+    assert frechet_distance(a, b) == pytest.approx(by_hand(a, b), rel=1e-3)
+    assert frechet_distance(a[:20], b[:25]) == pytest.approx(by_hand(a[:20], b[:25]), rel=1e-3)
+    with pytest.raises(ValueError, match="same D"):
+        frechet_distance(a, b[:, :5])
+
+
 def test_kernel_distance_is_the_unbiased_cubic_mmd_by_hand():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(5, 4)), rng.normal(0.7, 1.0, size=(5, 4))
@@ -39,6 +60,13 @@ def test_kernel_distance_is_the_unbiased_cubic_mmd_by_hand():
     same, _ = kernel_distance(rng.normal(size=(400, 4)), rng.normal(size=(400, 4)), subsets=20, subset_size=200)
     shifted, _ = kernel_distance(rng.normal(size=(400, 4)), rng.normal(1.0, 1.0, size=(400, 4)), 20, 200)
     assert abs(same) < 0.05 < shifted
+    # Its subsets are drawn from the given seed, whatever the global generator's state.
+    x, y = rng.normal(size=(50, 4)), rng.normal(size=(60, 4))
+    torch.manual_seed(123)
+    first = kernel_distance(x, y, subsets=5, subset_size=20, seed=7)
+    torch.manual_seed(456)
+    assert kernel_distance(x, y, subsets=5, subset_size=20, seed=7) == first
+    assert kernel_distance(x, y, subsets=5, subset_size=20, seed=8) != first
 
 
 def test_bottleneck_extractor_reads_the_lowest_resolution_of_a_monai_unet():

@@ -4,21 +4,24 @@ Both compare features of a *feature extractor*; the numbers are only comparable 
 that used the same one. With the Inception-v3 network of the FID literature (the TorchScript
 file ``inception-2015-12-05.pt`` that StyleGAN2-ADA and clean-fid use) they are the familiar
 FID and KID; with any other extractor (the demo's, trained in the pipeline) they measure the
-same thing on a different scale and must be labelled so.
+same thing on a different scale and must be labelled so, next to a real-vs-real reference.
+
+The distances themselves are torchmetrics' (``FrechetInceptionDistance`` and
+``KernelInceptionDistance``), fed features this module has already extracted:
 
 - FID (Heusel et al. 2017): ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))``.
 - KID (Binkowski et al. 2018): the unbiased MMD^2 with the cubic polynomial kernel
-  ``k(x, y) = (x.y / d + 1)^3``, averaged over random subsets of equal size (the estimator of
-  the KID paper and of torch-fidelity / clean-fid), with its standard deviation over subsets.
+  ``k(x, y) = (x.y / d + 1)^3``, averaged over random subsets of equal size, with its standard
+  deviation over subsets.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import linalg
 
 # Input side of the Inception network of the FID literature.
 INCEPTION_SIDE = 299
@@ -26,20 +29,36 @@ KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """FID between feature sets ``a`` (N, D) and ``b`` (M, D), N, M >= 2."""
+class _ExtractedFeatures(torch.nn.Module):
+    """torchmetrics' image metrics run a feature network on what they are given; ours are
+    already features, so its network is the identity."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def _as_features(a: np.ndarray, b: np.ndarray, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"{metric} needs two (N, D) feature arrays of the same D, got {a.shape} and {b.shape}")
     if len(a) < 2 or len(b) < 2:
-        raise ValueError("FID needs at least two feature vectors per set")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    root = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(root).all():
-        # Singular product (fewer samples than dimensions): the usual small ridge.
-        ridge = np.eye(len(cov_a)) * 1e-6
-        root = linalg.sqrtm((cov_a + ridge) @ (cov_b + ridge))
-    root = root.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
+        raise ValueError(f"{metric} needs at least two feature vectors per set")
+    return torch.from_numpy(a), torch.from_numpy(b)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """FID between feature sets ``a`` (N, D) and ``b`` (M, D), N, M >= 2 (torchmetrics)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    a, b = _as_features(a, b, "FID")
+    metric = FrechetInceptionDistance(feature=_ExtractedFeatures(a.shape[1])).double()
+    metric.update(a, real=True)
+    metric.update(b, real=False)
+    return float(metric.compute())
 
 
 def kernel_distance(
@@ -49,24 +68,24 @@ def kernel_distance(
     subset_size: int = KID_SUBSET_SIZE,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """KID between feature sets ``a`` and ``b``: (mean, std) of the unbiased MMD^2 over
-    ``subsets`` random subsets of ``min(subset_size, len(a), len(b))`` vectors each."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    m = min(subset_size, len(a), len(b))
-    if m < 2:
-        raise ValueError("KID needs at least two feature vectors per set")
-    dims = a.shape[1]
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(subsets):
-        x = a[rng.choice(len(a), m, replace=False)]
-        y = b[rng.choice(len(b), m, replace=False)]
-        k_xx = (x @ x.T / dims + 1) ** 3
-        k_yy = (y @ y.T / dims + 1) ** 3
-        k_xy = (x @ y.T / dims + 1) ** 3
-        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-        values.append(within - 2 * k_xy.mean())
-    return float(np.mean(values)), float(np.std(values))
+    """KID between feature sets ``a`` and ``b`` (torchmetrics): (mean, std) of the unbiased
+    MMD^2 over ``subsets`` random subsets of ``min(subset_size, len(a), len(b))`` vectors each,
+    drawn from ``seed``."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    a, b = _as_features(a, b, "KID")
+    size = min(subset_size, len(a), len(b))
+    with warnings.catch_warnings():
+        # It warns that it keeps every feature vector; ours are already in memory.
+        warnings.filterwarnings("ignore", message=".*will save all extracted features")
+        metric = KernelInceptionDistance(feature=_ExtractedFeatures(a.shape[1]), subsets=subsets, subset_size=size)
+    metric.update(a, real=True)
+    metric.update(b, real=False)
+    # Its subsets come from torch's global generator: seed a private copy of it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
 
 
 class InceptionExtractor:
