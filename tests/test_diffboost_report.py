@@ -10,6 +10,7 @@ import yaml
 from medaug.diffboost.params import folds, runs, variants
 from medaug.diffboost.report import LAYOUT, baseline_of
 from medaug.papers import validate_config
+from medaug.report.figures import layout_problems
 from medaug.report.tables import paired_p_value, table, to_markdown
 
 from .conftest import REPO
@@ -131,4 +132,26 @@ def test_dice_vs_ratio_draws_a_band_only_where_there_are_several_runs(tmp_path, 
         assert not bands and "one run per point" in title and "CI" not in title
     else:
         assert bands and "95% CI" in title
+    assert layout_problems(figure) == []
     plt.close(figure)
+
+
+@pytest.mark.parametrize("features", ["Inception-v3 (FID literature)", "segmenter bottleneck (not comparable)"])
+def test_generator_quality_table_names_distances_for_their_features(tmp_path, features):
+    from medaug.diffboost.report import write_quality_table
+
+    quality = pd.DataFrame(
+        [
+            {"dataset": "busi", "fold": 0, "source": source, "contrast": 0.1, "fid": fid, "kid": kid, "kid_std": 1.0}
+            | {"fid_features": features}
+            for source, fid, kid in (("real", 12.5, -3.0), ("fine-tuned", 3151.0, 3151320.0))
+        ]
+    )
+    write_quality_table(quality, tmp_path)
+    header = (tmp_path / "generator_quality.md").read_text().splitlines()[2]
+    inception = features.startswith("Inception")
+    assert ("| FID | KID |" in header) == inception
+    assert ("| feature FD | feature KD |" in header) == (not inception)
+    html = (tmp_path / "generator_quality.html").read_text()
+    assert "3.15e+06" in html and "3151320" not in html  # three significant digits
+    assert pd.read_csv(tmp_path / "generator_quality.csv").kid.max() == 3151320.0  # the CSV keeps the numbers

@@ -407,9 +407,19 @@ def sample_figure_ratio(config: dict) -> int:
     return max([r for r in ratios if r <= 4], default=min(ratios))
 
 
+# The ablation tables of the report and the setting that fills each.
+ABLATION_SETTINGS = {
+    "patch": "ablation_patch_sizes",
+    "alpha": "ablation_alphas",
+    "architecture": "ablation_architectures",
+    "augmentation": "ablation_augmentations",
+}
+
+
 def report_settings(config: dict) -> dict:
     """What the report job needs besides its inputs: run labels and caption lines."""
     section = config[PAPER]
+    ablating = bool(ablation_datasets(config))
     run_folds = section["run_folds"] if section["run_folds"] is not None else f"all {section['folds']}"
     generator = section["controlnet"]["pretrained_model"] or "the small random demo model (not Stable Diffusion)"
     scale = (
@@ -426,4 +436,9 @@ def report_settings(config: dict) -> dict:
         "sample_ratio": sample_figure_ratio(config),
         "scale": scale,
         "data_sources": data_sources(config, section["datasets"]),
+        # Per ablation table, the values that ran besides the main setting (a caption says
+        # when a table holds the main setting only, not the paper's ablation).
+        "ablations": {
+            table: list(section["segmentation"][key]) if ablating else [] for table, key in ABLATION_SETTINGS.items()
+        },
     }

@@ -121,11 +121,29 @@ def quality_table(files: list[str], datasets: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Without Inception-v3 features the distances are not FID/KID: named for what they are.
+FEATURE_DISTANCE_COLUMNS = {
+    "fid": "feature FD",
+    "kid": "feature KD",
+    "kid_std": "feature KD std",
+    "fid_features": "FD/KD features",
+}
+
+
+def quality_headers(quality: pd.DataFrame) -> dict[str, str]:
+    """Column headers of ``generator_quality``: FID/KID only where every row used the
+    Inception-v3 features of the FID literature."""
+    inception = bool(len(quality)) and quality.fid_features.str.startswith("Inception").all()
+    return QUALITY_COLUMNS if inception else QUALITY_COLUMNS | FEATURE_DISTANCE_COLUMNS
+
+
 def write_quality_table(quality: pd.DataFrame, tables_dir: str | Path) -> None:
-    """``generator_quality`` as CSV (numbers), Markdown and HTML (rounded)."""
+    """``generator_quality`` as CSV (numbers), Markdown and HTML (three significant digits)."""
     tables_dir = Path(tables_dir)
     quality.to_csv(tables_dir / "generator_quality.csv", index=False, float_format="%.6g")
-    shown = quality.rename(columns=QUALITY_COLUMNS).round(3).astype(str)
+    shown = quality.map(lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)).rename(
+        columns=quality_headers(quality)
+    )
     lines = [f"### {QUALITY_TITLE}", "", "| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
     (tables_dir / "generator_quality.md").write_text("\n".join(lines) + "\n")
@@ -145,7 +163,6 @@ def dice_vs_ratio_figure(metrics: pd.DataFrame, png: str | Path, svg: str | Path
     # A band only where a point has several runs (folds x seeds): one run has no interval.
     points = ["dataset", "arm", "protocol", "ratio"]
     several = bool((runs.groupby(points).size() > 1).all()) if len(runs) else False
-    sns.set_theme(context="paper", style="whitegrid")
     grid = sns.relplot(
         data=runs,
         x="ratio",
