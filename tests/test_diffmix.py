@@ -17,6 +17,7 @@ from medaug.diffmix.label_maps import (
     make_virtual_maps,
     nuclei,
 )
+from medaug.report.figures import layout_problems
 
 BALANCING = {
     "rare_class": 1,
@@ -844,19 +845,141 @@ def test_official_protocol_takes_the_official_gradient_loss_and_clean_takes_mona
         hovernet_loss("paper")
 
 
-@pytest.mark.parametrize("seeds", [1, 2])
-def test_f1_per_class_draws_error_bars_only_over_several_seeds(tmp_path, seeds):
-    import matplotlib.container
+# The figures' HoVer-Net runs: (baseline seeds, seeds of each synthetic arm and ratio).
+SEED_COUNTS = [(1, 1), (3, 3), (3, 1)]
+
+
+def hovernet_runs(baseline_seeds: int, arm_seeds: int):
+    """run_frame's columns for two datasets with their own classes (CoNSeP's four, GLySAC's
+    three): the baseline, and gradmix and diffmix at ratios 0.5 and 1 (diffmix also at 2)."""
     import pandas as pd
 
+    classes = {
+        "consep": ["other", "inflammatory", "epithelial", "spindle"],
+        "glysac": ["other", "epithelial", "lymphocyte"],
+    }
+    groups = [
+        ("baseline", 0.0),
+        ("gradmix", 0.5),
+        ("gradmix", 1.0),
+        ("diffmix", 0.5),
+        ("diffmix", 1.0),
+        ("diffmix", 2.0),
+    ]
+    rows = []
+    for dataset, names in classes.items():
+        for arm, ratio in groups:
+            for seed in range(baseline_seeds if arm == "baseline" else arm_seeds):
+                scores = {f"F_c {name}": 0.3 + 0.1 * k + 0.05 * ratio - 0.03 * seed for k, name in enumerate(names)}
+                row = {"dataset": dataset, "arm": arm, "ratio": ratio, "seed": seed, "rare": "other"}
+                rows.append(row | scores | {"F_c rare": scores["F_c other"]})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(("baseline_seeds", "arm_seeds"), SEED_COUNTS)
+def test_f1_per_class_draws_error_bars_only_over_several_seeds(tmp_path, baseline_seeds, arm_seeds):
     from medaug.diffmix.report import f1_per_class_figure
 
-    rows = [
-        {"dataset": "consep", "arm": arm, "ratio": ratio, "seed": seed, "rare": "other"}
-        | {"F_c rare": 0.1 + 0.05 * seed, "F_c other": 0.1 + 0.05 * seed, "F_c epithelial": 0.8 - 0.05 * seed}
-        for arm, ratio in (("baseline", 0.0), ("diffmix", 1.0))
-        for seed in range(seeds)
+    several = min(baseline_seeds, arm_seeds) > 1
+    figure = f1_per_class_figure(hovernet_runs(baseline_seeds, arm_seeds), tmp_path / "f1.png")
+    assert (tmp_path / "f1.png").stat().st_size > 0
+    assert layout_problems(figure) == []
+    panels = {ax.get_title().split(" ")[0]: ax for ax in figure.axes}
+    assert panels.keys() == {"consep", "glysac"}
+    # A bar per class and arm/ratio in each panel (seaborn's containers), each dataset its own classes.
+    assert [len(c) for c in panels["consep"].containers] == [4] * 6
+    assert [len(c) for c in panels["glysac"].containers] == [3] * 6
+    assert [t.get_text() for t in panels["glysac"].get_xticklabels()] == ["other", "epithelial", "lymphocyte"]
+    # seaborn's barplot draws each error bar as a line of its own and no other line.
+    assert [len(ax.lines) for ax in panels.values()] == ([24, 18] if several else [0, 0])
+    assert all(("one seed" in ax.get_title()) == (baseline_seeds == arm_seeds == 1) for ax in panels.values())
+    assert [ax.get_legend() for ax in figure.axes] == [None, None]
+    (legend,) = figure.legends
+    arms = ["baseline", "diffmix ×0.5", "gradmix ×0.5", "diffmix ×1", "gradmix ×1", "diffmix ×2"]
+    assert [t.get_text() for t in legend.get_texts()] == arms
+
+
+@pytest.mark.parametrize(("baseline_seeds", "arm_seeds"), SEED_COUNTS)
+def test_rare_f1_figure_draws_a_line_per_dataset_and_arm_from_the_baseline(tmp_path, baseline_seeds, arm_seeds):
+    import matplotlib.container
+
+    from medaug.diffmix.report import rare_f1_figure
+
+    figure = rare_f1_figure(hovernet_runs(baseline_seeds, arm_seeds), tmp_path / "rare.png")
+    assert (tmp_path / "rare.png").stat().st_size > 0
+    assert layout_problems(figure) == []
+    (ax,) = figure.axes
+    # The drawn lines: not the markers and caps that ax.errorbar adds without a line style, nor
+    # the empty lines that seaborn adds for the legend's entries.
+    lines = [line for line in ax.lines if line.get_linestyle() != "None" and len(line.get_xdata())]
+    # consep and glysac, each with gradmix (0, 0.5, 1) and diffmix (0, 0.5, 1, 2).
+    assert sorted(list(line.get_xdata()) for line in lines) == [[0, 0.5, 1]] * 2 + [[0, 0.5, 1, 2]] * 2
+    bars = [c for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    assert len(bars) == (4 if min(baseline_seeds, arm_seeds) > 1 else 0)
+    assert ("one seed" in ax.get_title()) == (baseline_seeds == arm_seeds == 1)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.5", "1", "2"]
+    legend_entries = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend_entries == ["dataset", "consep", "glysac", "arm", "diffmix", "gradmix"]
+
+
+def test_figures_without_hovernet_runs_say_so(tmp_path):
+    import pandas as pd
+
+    from medaug.diffmix.report import f1_per_class_figure, rare_f1_figure
+
+    for draw in (f1_per_class_figure, rare_f1_figure):
+        figure = draw(pd.DataFrame(), tmp_path / "empty.png")
+        assert layout_problems(figure) == []
+        assert [t.get_text() for ax in figure.axes for t in ax.texts] == ["no HoVer-Net runs"]
+
+
+def test_samples_figure_shows_the_crops_with_the_most_rare_nuclei_per_dataset_and_map_kind(tmp_path):
+    import pandas as pd
+
+    from medaug.diffmix.paths import SYNTHETIC_MANIFEST, SYNTHETIC_QUALITY
+    from medaug.diffmix.report import SAMPLE_ROWS, samples_figure
+
+    rng = np.random.default_rng(0)
+    prepared, folders = {}, []
+    for dataset in ("consep", "glysac"):
+        tiles = tmp_path / dataset / "prepared" / "tiles"
+        tiles.mkdir(parents=True)
+        np.savez(tiles / "tile0.npz", image=rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        prepared[dataset] = str(tiles.parent)
+        for kind in ("balancing", "enlarging"):
+            folder = tmp_path / dataset / kind
+            (folder / "patches").mkdir(parents=True)
+            rows = []
+            for index in range(SAMPLE_ROWS + 1):  # one patch more than the figure shows
+                patch = np.concatenate([rng.integers(0, 255, (32, 32, 3)), rng.integers(0, 5, (32, 32, 2))], axis=-1)
+                np.save(folder / "patches" / f"tile0_{index:03d}.npy", patch.astype(np.int32))
+                row = {"patch_id": f"tile0_{index:03d}", "source_tile": "tile0", "top": 8 * index, "left": 0}
+                rows.append(row | {"n_rare": index})
+            pd.DataFrame(rows).to_csv(folder / SYNTHETIC_MANIFEST, sep="\t", index=False)
+            (folder / SYNTHETIC_QUALITY).write_text(json.dumps({"dataset": dataset, "map_kind": kind}))
+            folders.append(str(folder))
+
+    figure = samples_figure(folders, prepared, tmp_path / "samples.png")
+    assert (tmp_path / "samples.png").stat().st_size > 0
+    assert layout_problems(figure) == []
+    rows = np.array(figure.axes).reshape(-1, 3)
+    assert len(rows) == 4 * SAMPLE_ROWS
+    # Column titles over the top row only; each row named by its dataset and map kind.
+    assert [ax.get_title() for ax in rows[0]] == ["real crop", "virtual map (types as colours)", "synthetic"]
+    assert not any(ax.get_title() for ax in rows[1:].flat)
+    assert [ax.get_ylabel() for ax in rows[::SAMPLE_ROWS, 0]] == [
+        "consep\nbalancing",
+        "consep\nenlarging",
+        "glysac\nbalancing",
+        "glysac\nenlarging",
     ]
-    figure = f1_per_class_figure(pd.DataFrame(rows), tmp_path / "f1.png")
-    bars = [c for ax in figure.axes for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
-    assert bool(bars) == (seeds > 1)
+    # Per folder, the patches with the most rare nuclei first (index 0, the fewest, left out),
+    # each beside the real crop it was rendered from.
+    for folder, panels in zip(folders, rows.reshape(4, SAMPLE_ROWS, 3), strict=True):
+        dataset = Path(folder).parent.name
+        with np.load(Path(prepared[dataset]) / "tiles" / "tile0.npz") as data:
+            tile = data["image"]
+        for index, (real, _, synthetic) in zip((3, 2, 1), panels, strict=True):
+            patch = np.load(Path(folder) / "patches" / f"tile0_{index:03d}.npy")
+            assert np.array_equal(synthetic.get_images()[0].get_array(), patch[..., :3].astype(np.uint8))
+            assert np.array_equal(real.get_images()[0].get_array(), tile[8 * index : 8 * index + 32, :32])

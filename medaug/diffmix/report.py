@@ -154,55 +154,132 @@ def write_table(out_dir: Path, name: str, table: pd.DataFrame) -> None:
     (out_dir / f"{name}.html").write_text(html_page(TITLES[name], body_html))
 
 
+def _arm_label(arm: str, ratio: float) -> str:
+    """A group of runs as the figures name it: the baseline alone, a synthetic arm with its ratio."""
+    return arm if arm == params.BASELINE else f"{arm} ×{ratio:g}"
+
+
+def _spread(runs: pd.DataFrame) -> tuple[str | None, str]:
+    """seaborn's ``errorbar`` for ``runs`` and the words that say what a point is. ± sd bars
+    only when every (dataset, arm, ratio) point has several seeds: one run has no spread, and
+    bars on some points only would pass the others off as exact."""
+    seeds = runs.groupby(["dataset", "arm", "ratio"]).size()
+    fewest, most = int(seeds.min()), int(seeds.max())
+    if fewest > 1:
+        counted = f"{fewest}" if fewest == most else f"{fewest}–{most}"
+        return "sd", f"mean ± sd over {counted} seeds"
+    if most == 1:
+        return None, "one seed"
+    return None, f"mean over 1–{most} seeds, no bars"
+
+
+def _no_runs(ax) -> None:
+    ax.text(0.5, 0.5, "no HoVer-Net runs", ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
 def f1_per_class_figure(runs: pd.DataFrame, path: Path):
+    """Per dataset, a panel of F_c (%) per class with a bar per arm and ratio: the mean over
+    seeds, ± sd bars where every bar has several seeds. One legend serves every panel."""
+    import seaborn as sns
+    from matplotlib.patches import Patch
+
     from medaug.report.figures import pyplot, save
 
     plt = pyplot()
     datasets = sorted(runs.dataset.unique()) if not runs.empty else []
-    figure, axes = plt.subplots(1, max(len(datasets), 1), figsize=(5.5 * max(len(datasets), 1), 3.6), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets, strict=False):
+    panels = max(len(datasets), 1)
+    figure, axes = plt.subplots(
+        1, panels, figsize=(4.5 * panels + 1.3, 3.4), sharey=True, squeeze=False, layout="constrained"
+    )
+    if not datasets:
+        _no_runs(axes[0, 0])
+        save(figure, path)
+        return figure
+    groups = sorted(
+        set(zip(runs.arm, runs.ratio, strict=True)), key=lambda pair: (pair[0] != params.BASELINE, pair[1], pair[0])
+    )
+    arm_labels = [_arm_label(arm, ratio) for arm, ratio in groups]
+    # One colour per arm and ratio in every panel, so that one legend serves them all.
+    palette = dict(zip(arm_labels, sns.color_palette(n_colors=len(arm_labels)), strict=True))
+    for ax, dataset in zip(axes[0], datasets, strict=True):
         subset = runs[runs.dataset == dataset]
         classes = [c for c in subset.columns if c.startswith("F_c ") and c != "F_c rare" and subset[c].notna().any()]
-        pairs = set(zip(subset.arm, subset.ratio, strict=True))
-        arms = sorted(pairs, key=lambda pair: (pair[0] != params.BASELINE, pair[1], pair[0]))
-        width = 0.8 / max(len(arms), 1)
-        for k, (arm, ratio) in enumerate(arms):
-            runs_of = subset[(subset.arm == arm) & (subset.ratio == ratio)]
-            means = [100 * runs_of[c].mean() for c in classes]
-            # Error bars only over several seeds: one run has no spread to draw.
-            stds = [100 * runs_of[c].std() for c in classes] if len(runs_of) > 1 else None
-            label = arm if arm == params.BASELINE else f"{arm} ×{ratio:g}"
-            ax.bar(np.arange(len(classes)) + k * width, means, width, yerr=stds, label=label, capsize=2)
-        ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, [c[4:] for c in classes], rotation=20)
-        ax.set_ylabel("F_c (%)")
-        ax.set_title(f"{dataset} (rare: {subset.rare.iloc[0]})")
-        ax.legend(fontsize=8)
+        labelled = subset.assign(arm_label=[_arm_label(a, r) for a, r in zip(subset.arm, subset.ratio, strict=True)])
+        # Long form: one row per run and class.
+        long = labelled.melt(id_vars=["arm_label", "seed"], value_vars=classes, var_name="class", value_name="F_c")
+        long["class"] = long["class"].str.removeprefix("F_c ")
+        long["F_c"] = 100 * long["F_c"].astype(float)
+        errorbar, spread = _spread(subset)
+        sns.barplot(
+            data=long,
+            x="class",
+            y="F_c",
+            hue="arm_label",
+            order=[c.removeprefix("F_c ") for c in classes],
+            hue_order=[label for label in arm_labels if label in set(long.arm_label)],
+            palette=palette,
+            errorbar=errorbar,
+            legend=False,
+            ax=ax,
+        )
+        ax.set(xlabel="", ylabel="F_c (%)", ylim=(0, 100), title=f"{dataset} (rare: {subset.rare.iloc[0]}): {spread}")
+    handles = [Patch(facecolor=palette[label], label=label) for label in arm_labels]
+    figure.legend(handles=handles, title="arm", loc="outside right upper")
     save(figure, path)
     return figure
 
 
-def rare_f1_figure(runs: pd.DataFrame, path: Path) -> None:
-    """The rare class's F_c against the ratio: one line per dataset and synthetic arm, each
-    starting at the dataset's baseline (ratio 0)."""
+def rare_f1_figure(runs: pd.DataFrame, path: Path):
+    """The rare class's F_c (%) against the synthetic-to-real ratio: a colour per dataset, a
+    line style per synthetic arm, each line starting at its dataset's baseline (ratio 0); the
+    mean over seeds, ± sd bars where every point has several seeds."""
+    import seaborn as sns
+
     from medaug.report.figures import pyplot, save
 
     plt = pyplot()
-    figure, ax = plt.subplots(figsize=(5.5, 3.8))
+    figure, ax = plt.subplots(figsize=(5.8, 3.6), layout="constrained")
+    lines = []
     for dataset in sorted(runs.dataset.unique()) if not runs.empty else []:
         subset = runs[runs.dataset == dataset]
         baseline = subset[subset.arm == params.BASELINE]
         for arm in sorted(set(subset.arm) - {params.BASELINE}):
-            grouped = pd.concat([baseline, subset[subset.arm == arm]]).groupby("ratio")["F_c rare"]
-            means, stds = 100 * grouped.mean(), 100 * grouped.std()
-            spread = stds if stds.notna().all() else None  # one seed per point: no bars
-            ax.errorbar(means.index, means, yerr=spread, marker="o", capsize=3, label=f"{dataset} {arm}")
-    ax.set_xlabel("synthetic patches per real patch (0 = baseline)")
-    ax.set_ylabel("rare-class F_c (%)")
-    ax.legend(fontsize=8)
+            # The baseline's runs once more under the arm's name, so that its line starts at ratio 0.
+            lines.append(pd.concat([baseline.assign(arm=arm), subset[subset.arm == arm]]))
+    if not lines:
+        _no_runs(ax)
+        save(figure, path)
+        return figure
+    long = pd.concat(lines, ignore_index=True)[["dataset", "arm", "ratio", "seed", "F_c rare"]]
+    long["F_c rare"] = 100 * long["F_c rare"].astype(float)
+    errorbar, spread = _spread(runs)
+    sns.lineplot(
+        data=long,
+        x="ratio",
+        y="F_c rare",
+        hue="dataset",
+        style="arm",
+        markers=True,
+        errorbar=errorbar,
+        err_style="bars",
+        err_kws={"capsize": 3},
+        ax=ax,
+    )
+    ratios = sorted(long.ratio.unique())
+    ax.set_xticks(ratios, [f"{ratio:g}" for ratio in ratios])
+    ax.set(
+        xlabel="synthetic patches per real patch (0 = baseline)",
+        ylabel="rare-class F_c (%)",
+        title=f"Rare-class F_c on the test tiles: {spread}",
+    )
+    # Beside the axes: inside, the legend would hide points.
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     save(figure, path)
+    return figure
 
 
-def samples_figure(folders: list[str], prepared: dict[str, str], path: Path) -> None:
+def samples_figure(folders: list[str], prepared: dict[str, str], path: Path):
     """Per dataset and map kind, a few patches: the real crop, the virtual map (types as
     colours), the synthetic patch."""
     from medaug.report.figures import pyplot, save
@@ -216,7 +293,16 @@ def samples_figure(folders: list[str], prepared: dict[str, str], path: Path) -> 
         picks = manifest.sort_values("n_rare", ascending=False).head(SAMPLE_ROWS)
         for row in picks.itertuples():
             panels.append((quality["dataset"], quality["map_kind"], folder, row))
-    figure, axes = plt.subplots(max(len(panels), 1), 3, figsize=(6.3, 2.1 * max(len(panels), 1)), squeeze=False)
+    rows = max(len(panels), 1)
+    figure, axes = plt.subplots(rows, 3, figsize=(6.3, 2.1 * rows), squeeze=False, layout="constrained")
+    # Column titles once, over the top row: every row shows the same three things.
+    for ax, title in zip(axes[0], ("real crop", "virtual map (types as colours)", "synthetic"), strict=True):
+        ax.set_title(title, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if not panels:
+        axes[0, 1].text(0.5, 0.5, "no synthetic patches", ha="center", va="center", transform=axes[0, 1].transAxes)
     tiles: dict[tuple[str, str], np.ndarray] = {}
     for ax_row, (dataset, kind, folder, row) in zip(axes, panels, strict=False):
         key = (dataset, row.source_tile)
@@ -230,11 +316,8 @@ def samples_figure(folders: list[str], prepared: dict[str, str], path: Path) -> 
         ax_row[1].imshow(patch[..., 4], cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
         ax_row[2].imshow(patch[..., :3].astype(np.uint8))
         ax_row[0].set_ylabel(f"{dataset}\n{kind}", fontsize=8)
-        for ax, title in zip(ax_row, ("real crop", "virtual map", "synthetic"), strict=True):
-            ax.set_title(title, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
     save(figure, path)
+    return figure
 
 
 def _report(job: Job) -> dict:
