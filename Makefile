@@ -25,10 +25,13 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(BIN)/pip uninstall --quiet -y torchvision timm
 	touch $@
 
+# The demo ends with its report: every table and figure, captioned, in one HTML file.
 demo: env
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
+	@echo "Report: $(CURDIR)/results/report.html (open it in a browser)"
 
-# One HTML file with every table and figure of the finished demo, captioned.
+# The report again, e.g. after a run with other configfiles.
 report: env
 	$(BIN)/snakemake --report results/report.html
 

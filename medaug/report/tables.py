@@ -160,8 +160,11 @@ def html_page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{escape(title)}</title>"
-        "<style>body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
-        "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}</style>"
+        # Headers wrap and cells stay on one line, so that the widest tables (a column per
+        # metric and count) fit the report's frame in a 1,400 px window.
+        "<style>body{font-family:sans-serif;font-size:12px;margin:4px}table{border-collapse:collapse}"
+        "th{white-space:normal;vertical-align:bottom}td{white-space:nowrap}"
+        "th,td{padding:2px 6px;border-bottom:1px solid #ddd;text-align:left}</style>"
         f"</head><body><h3>{escape(title)}</h3>\n{body}\n</body></html>\n"
     )
 
