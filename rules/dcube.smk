@@ -134,7 +134,14 @@ rule dcube_report:
         unpack(stage_inputs(DCUBE_REPORT)),
     output:
         metrics=dcube_paths.METRICS,
-        tables=directory(dcube_paths.TABLES),
+        tables=report(
+            directory(dcube_paths.TABLES),
+            patterns=["{table}.html"],
+            caption="../report/dcube_tables.rst",
+            category="D-Cube",
+            subcategory="Tables",
+            labels={"table": "{table}"},
+        ),
         figures=report(
             directory(dcube_paths.FIGURES),
             patterns=["{figure}.png"],

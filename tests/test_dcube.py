@@ -219,7 +219,7 @@ def paper():
     return validate_config(merged)
 
 
-def test_every_dcube_stage_runs_a_step_at_paper_shapes(paper, tmp_path):
+def test_every_dcube_stage_runs_a_step_at_paper_shapes(paper, tmp_path, caplog):
     """128 px, the paper's U-ViT (depth 12, 512 wide), blocks [6, 8, 9], ResNet50 guidance
     and baseline, the 999-step ancestral sampler's code path, both protocols, the report."""
     from medaug.dcube import stages
@@ -324,7 +324,8 @@ def test_every_dcube_stage_runs_a_step_at_paper_shapes(paper, tmp_path):
             {"quality": str(quality)},
         )
     )
-    assert len(json.loads(quality.read_text())["per_class"]) == 3
+    per_class = json.loads(quality.read_text())["per_class"]
+    assert len(per_class) == 3 and all({"fid_real_halves", "kid_real_halves"} <= row.keys() for row in per_class)
 
     report_settings = {
         **params.report_settings(config),
@@ -333,6 +334,7 @@ def test_every_dcube_stage_runs_a_step_at_paper_shapes(paper, tmp_path):
         "quality": [{**w, "synthetic_count": 3}],
     }
     out = tmp_path / "report"
+    caplog.set_level("WARNING", logger="medaug.report.figures")
     report(
         job(
             stages.REPORT,
@@ -350,8 +352,18 @@ def test_every_dcube_stage_runs_a_step_at_paper_shapes(paper, tmp_path):
         )
     )
     assert (out / "tables" / "main.md").read_text().startswith("### ")
+    # Every table also as the HTML page the Snakemake report shows.
+    for table in ("main", "imbalance", "limited", "blocks", "synthetic_quality", "block_selection"):
+        page = (out / "tables" / f"{table}.html").read_text()
+        assert "<table" in page, table
+        if table not in ("synthetic_quality", "block_selection"):
+            assert " ± " in page, table  # the Markdown's 'mean ± std' cells
+    # Bottleneck features: not called FID, and shown beside their real-vs-real reference.
+    quality_page = (out / "tables" / "synthetic_quality.html").read_text()
+    assert "feature FD real vs real" in quality_page and "FID" not in quality_page.replace("Inception FID", "")
     for figure in ("metric_vs_synthetic.png", "metric_vs_imbalance.png", "samples.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
+    assert not [r.getMessage() for r in caplog.records if r.name == "medaug.report.figures"]  # no layout problem
 
 
 def test_uvit_unpatchify_puts_each_token_back_on_its_patch():
@@ -374,3 +386,73 @@ def test_uvit_unpatchify_puts_each_token_back_on_its_patch():
         for p1 in range(p):
             for p2 in range(p):
                 assert image[h * p + p1, w * p + p2] == patches[0, token, p1 * p + p2]
+
+
+def _per_seed_runs(seeds: int) -> pd.DataFrame:
+    """Per-run metrics of the clean protocol: 2 models x 3 synthetic counts x ``seeds`` seeds."""
+    rng = np.random.default_rng(seeds)
+    return pd.DataFrame(
+        [
+            {
+                "dataset": "pancreas",
+                "scenario": "full",
+                "protocol": "clean",
+                "model": model,
+                "synthetic_count": count,
+                "seed": seed,
+                "accuracy": rng.uniform(0.4, 0.9),
+                "macro_f1": rng.uniform(0.3, 0.9),
+            }
+            for model in ("cnn", "dcube")
+            for count in (0, 50, 100)
+            for seed in range(seeds)
+        ]
+    )
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_line_figure_is_clean_and_has_error_bars_only_over_several_seeds(seeds, tmp_path, caplog):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import LineCollection
+
+    from medaug.dcube.report import _line_figure
+    from medaug.report.figures import layout_problems
+
+    path = tmp_path / "metric_vs_synthetic.png"
+    with caplog.at_level("WARNING", logger="medaug.report.figures"):
+        figure = _line_figure(
+            _per_seed_runs(seeds), "synthetic_count", ["accuracy", "macro_f1"], "synthetic images added", path, "Clean"
+        )
+    assert path.stat().st_size > 1000 and path.with_suffix(".svg").exists()
+    assert not [r for r in caplog.records if r.name == "medaug.report.figures"]  # save found no layout problem
+    FigureCanvasAgg(figure)  # closing left it a canvas that cannot render; the artists are all there
+    assert layout_problems(figure) == []
+    assert len(figure.legends) == 1 and [t.get_text() for t in figure.legends[0].get_texts()] == ["cnn", "dcube"]
+    panels = [axes for axes in figure.axes if axes.lines]
+    assert len(panels) == 2 and all(axes.get_ylim() == (0, 100) for axes in panels)
+    assert sorted(axes.get_title() for axes in panels) == ["pancreas: Accuracy %", "pancreas: F1 %"]
+    bars = [c for axes in panels for c in axes.collections if isinstance(c, LineCollection)]
+    assert bool(bars) == (seeds > 1)
+    assert ("one seed" in figure._suptitle.get_text()) == (seeds == 1)
+    # Values in %: the means (the marked lines; error-bar caps are other lines) lie in the data's range x 100.
+    means = np.concatenate([line.get_ydata() for axes in panels for line in axes.lines if line.get_marker() == "o"])
+    assert len(means) == 2 * 2 * 3 and means.min() >= 30 and means.max() <= 90
+
+
+@pytest.mark.parametrize(
+    ("extractor", "fd", "kd"),
+    [
+        ("Inception-v3 (FID literature)", "FID", "KID"),
+        ("baseline classifier's bottleneck (not comparable to Inception FID)", "feature FD", "feature KD"),
+    ],
+)
+def test_quality_table_names_its_distances_by_extractor_beside_the_real_vs_real_reference(extractor, fd, kd):
+    from medaug.dcube.report import quality_cells
+
+    row = {"dataset": "pancreas", "class": "BENIGN", "synthetic": 6, "feature_extractor": extractor}
+    row |= {"real_images": 8, "synthetic_images": 2, "baseline_accuracy_on_synthetic": 0.5}
+    row |= {"fid": 12.5, "kid": 0.25, "fid_real_halves": 3.0, "kid_real_halves": None}
+    cells, title = quality_cells([row])
+    expected = {f"{fd} synthetic vs real": "12.5", f"{fd} real vs real": "3", f"{kd} real vs real": "–"}
+    assert {column: cells.loc[0, column] for column in expected} == expected
+    assert f"{fd}/{kd}" in title

@@ -4,13 +4,17 @@ images only) assigns to the class they were sampled for.
 
 The feature extractor is the Inception-v3 of the FID literature when
 ``dcube.quality.feature_extractor`` names it; otherwise the baseline classifier's bottleneck,
-whose FID is labelled as not comparable to Inception FID.
+whose FID is labelled as not comparable to Inception FID. Either way each class also gets
+the same distances between two halves of its real training images (``fid_real_halves``,
+``kid_real_halves``): the floor that the synthetic-vs-real distances are read against, as a
+bottleneck distance has no familiar scale of its own.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from medaug.dcube import data, stages
@@ -59,12 +63,20 @@ def synthetic_quality(job: Job) -> dict:
             else None,
             "fid": None,
             "kid": None,
+            "fid_real_halves": None,
+            "kid_real_halves": None,
         }
         if real_c.sum() >= 2 and synthetic_c.sum() >= 2:
             row["fid"] = frechet_distance(real_features[real_c], synthetic_features[synthetic_c])
             row["kid"] = kernel_distance(real_features[real_c], synthetic_features[synthetic_c], seed=settings["seed"])[
                 0
             ]
+        # Alternate positions, so that both halves sample the whole (case-ordered) list.
+        positions = np.flatnonzero(real_c)
+        first_half, second_half = real_features[positions[0::2]], real_features[positions[1::2]]
+        if len(first_half) >= 2 and len(second_half) >= 2:
+            row["fid_real_halves"] = frechet_distance(first_half, second_half)
+            row["kid_real_halves"] = kernel_distance(first_half, second_half, seed=settings["seed"])[0]
         per_class.append(row)
         log.info("%s: %s", name, row)
     record = {"feature_extractor": extractor.label, "per_class": per_class}

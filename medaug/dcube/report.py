@@ -5,7 +5,8 @@ as the official code), macro one-vs-rest AUC and each class's recall. A table ce
 mean ± std over seeds. The paired test compares a row with the baseline (the plain CNN
 without synthetic images, same dataset, scenario and protocol) by a Wilcoxon signed-rank
 test on per-image correctness, each test image paired once (its correctness averaged over
-seeds first).
+seeds first). Each table is written as CSV (numeric), Markdown and HTML (the page the
+Snakemake report shows); the line figures draw the per-seed runs of the clean protocol.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from medaug.dcube import data, params, stages
 from medaug.io import read_json
 from medaug.report.figures import pyplot, save
+from medaug.report.tables import html_page
 from medaug.stage import Job, Stage
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,10 @@ METRICS = {
     "macro_f1": "F1 %",
     "auc": "AUC %",
 }
+# The imbalance figure's curves: one per model and synthetic count.
+SWEEP_CURVE = "model, synthetic images"
+# Table and figure headers: the metrics and the sweeps' minority-class recall.
+HEADERS = {**METRICS, "minority_recall": "Minority recall %"}
 RUN_KEYS = ["dataset", "scenario", "protocol", "model", "synthetic_count"]
 
 
@@ -103,60 +109,109 @@ def summarize(metrics: pd.DataFrame, cases: pd.DataFrame, rows: pd.DataFrame) ->
     return summary
 
 
-def to_markdown(summary: pd.DataFrame, title: str, extra: list[str] = ()) -> str:
+def formatted(summary: pd.DataFrame, extra: list[str] = ()) -> pd.DataFrame:
+    """The table as text cells, as the Markdown and HTML pages show it: the run labels, a
+    'mean ± std' cell per metric (in %; '–' where undefined), the seed count and the p-value."""
     metrics = [m for m in METRICS if f"{m}_mean" in summary] + list(extra)
-    header = [
-        "dataset",
-        "scenario",
-        "protocol",
-        "model",
-        "synthetic",
-        *[METRICS.get(m, m) for m in metrics],
-        "seeds",
-        "p vs baseline",
-    ]
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for row in summary.to_dict("records"):
-        cells = [row["dataset"], row["scenario"], row["protocol"], row["model"], str(row["synthetic_count"])]
+        cells = {
+            "dataset": row["dataset"],
+            "scenario": row["scenario"],
+            "protocol": row["protocol"],
+            "model": row["model"],
+            "synthetic": str(row["synthetic_count"]),
+        }
         for metric in metrics:
             mean, std = 100 * row[f"{metric}_mean"], 100 * row[f"{metric}_std"]
-            cells.append("–" if np.isnan(mean) else f"{mean:.1f} ± {0 if np.isnan(std) else std:.1f}")
-        cells += [str(row["seeds"]), f"{row['p_accuracy_vs_baseline']:.3g}"]
-        lines.append("| " + " | ".join(cells) + " |")
+            # One seed has no std: shown as ± 0.0, the seeds column says why.
+            cells[HEADERS.get(metric, metric)] = (
+                "–" if np.isnan(mean) else f"{mean:.1f} ± {0 if np.isnan(std) else std:.1f}"
+            )
+        cells |= {"seeds": str(row["seeds"]), "p vs baseline": f"{row['p_accuracy_vs_baseline']:.3g}"}
+        rows.append(cells)
+    columns = ["dataset", "scenario", "protocol", "model", "synthetic"]
+    columns += [HEADERS.get(m, m) for m in metrics] + ["seeds", "p vs baseline"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def markdown_page(cells: pd.DataFrame, title: str) -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
+def html_table_page(cells: pd.DataFrame, title: str) -> str:
+    """The table as a standalone HTML page, the one the Snakemake report shows."""
+    body = "<p>(no runs)</p>" if cells.empty else cells.to_html(index=False, border=0)
+    return html_page(title, body)
+
+
+def _write_pages(cells: pd.DataFrame, folder: Path, name: str, title: str) -> None:
+    (folder / f"{name}.md").write_text(markdown_page(cells, title))
+    (folder / f"{name}.html").write_text(html_table_page(cells, title))
+
+
 def _write(summary: pd.DataFrame, folder: Path, name: str, title: str, extra: list[str] = ()) -> None:
+    """The table as CSV (numeric), Markdown and HTML (the report's page)."""
     summary.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
-    (folder / f"{name}.md").write_text(to_markdown(summary, title, extra))
+    _write_pages(formatted(summary, extra), folder, name, title)
 
 
-def _line_figure(summary: pd.DataFrame, x: str, metrics: list[str], xlabel: str, path: Path, title: str) -> None:
+def _line_figure(
+    runs: pd.DataFrame, x: str, metrics: list[str], xlabel: str, path: Path, title: str, hue: str = "model"
+):
+    """Per dataset (columns) and metric (rows), one line per ``hue`` against ``x`` from the
+    per-seed ``runs``: the mean over seeds, with ± std bars only where every point has
+    several seeds (the title says which). Returns the figure (saved and closed)."""
     plt = pyplot()
-    datasets = list(dict.fromkeys(summary.dataset))
-    figure, axes = plt.subplots(
-        len(metrics), len(datasets), figsize=(4.5 * len(datasets), 3.2 * len(metrics)), squeeze=False
+    import seaborn as sns
+
+    long = runs.melt(id_vars=["dataset", hue, x, "seed"], value_vars=metrics, var_name="metric", value_name="value")
+    long["metric"] = long.metric.map(lambda m: HEADERS.get(m, m))
+    long["value"] = 100 * long.value.astype(float)
+    long = long.dropna(subset=["value"])
+    if long.empty:
+        figure = plt.figure(figsize=(6, 2))
+        figure.text(0.5, 0.5, f"{title}: no runs", ha="center", va="center")
+        save(figure, path, path.with_suffix(".svg"))
+        return figure
+    seeds = long.groupby(["dataset", "metric", hue, x]).seed.nunique()
+    several = bool((seeds >= 2).all())
+    if several:
+        counts = str(seeds.min()) if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+        spread = f"mean ± std over {counts} seeds"
+    else:
+        # A std over one seed is zero: no bars rather than bars that claim no spread.
+        spread = "one seed" if seeds.max() == 1 else "no error bars: some points have one seed"
+    grid = sns.relplot(
+        data=long,
+        x=x,
+        y="value",
+        hue=hue,
+        col="dataset",
+        row="metric",
+        kind="line",
+        marker="o",
+        errorbar="sd" if several else None,
+        err_style="bars",
+        err_kws={"capsize": 3},
+        height=2.8,
+        aspect=1.3,
+        facet_kws={"sharey": True, "sharex": True},
     )
-    for column, dataset in enumerate(datasets):
-        for line, metric in enumerate(metrics):
-            axis = axes[line][column]
-            rows = summary[summary.dataset == dataset]
-            for (model, count), group in rows.groupby(["model", "synthetic_count"], sort=False):
-                group = group.sort_values(x)
-                axis.errorbar(
-                    group[x], 100 * group[f"{metric}_mean"], yerr=100 * group[f"{metric}_std"].fillna(0),
-                    marker="o", capsize=3, label=f"{model}, {count} synthetic" if x != "synthetic_count" else model,
-                )  # fmt: skip
-            axis.set_title(f"{dataset}: {METRICS.get(metric, metric)}")
-            axis.set_xlabel(xlabel)
-            axis.set_ylim(0, 100)
-            axis.legend(fontsize=7)
-    figure.suptitle(title)
-    save(figure, path, path.with_suffix(".svg"))
+    grid.set_titles("{col_name}: {row_name}")
+    grid.set_axis_labels(xlabel, "%")
+    grid.set(ylim=(0, 100))
+    # Above the top row's panel titles (the saved figure's tight box takes it in).
+    grid.figure.suptitle(f"{title} ({spread})", y=1.03)
+    save(grid.figure, path, path.with_suffix(".svg"))
+    return grid.figure
 
 
-def _sample_figure(settings: dict, inputs: dict, path: Path) -> None:
-    """Per dataset and class, a few real training images, then synthetic ones of that class."""
+def _sample_figure(settings: dict, inputs: dict, path: Path):
+    """Per dataset and class, a few real training images, then synthetic ones of that class;
+    returns the figure (saved and closed)."""
     plt = pyplot()
     real_count, synthetic_count = 3, 6
     columns = real_count + 1 + synthetic_count  # an empty column between real and synthetic
@@ -170,7 +225,12 @@ def _sample_figure(settings: dict, inputs: dict, path: Path) -> None:
         )
         panels.append((job["dataset"], real, synthetic, classes))
     rows = max(sum(len(classes) for *_, classes in panels), 1)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.4 * rows), squeeze=False)
+    # A fixed band in inches above the grid for the suptitle, so that it clears the first
+    # row's titles whatever the number of rows.
+    header, row_height = 0.45, 1.4
+    height = header + row_height * rows
+    figure, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, height), squeeze=False)
+    figure.subplots_adjust(top=1 - header / height, bottom=0.1 / height, hspace=0.25)
     for axis in axes.flat:
         axis.axis("off")
     row = 0
@@ -184,11 +244,19 @@ def _sample_figure(settings: dict, inputs: dict, path: Path) -> None:
             ]
             for column, image in shown:
                 axes[row][column].imshow(image, cmap="gray", vmin=-1, vmax=1)
-            axes[row][0].set_title(f"{dataset}: {name}, real", fontsize=7, loc="left")
+            # The row's dataset and class left of the row (a title that long would run into
+            # the next column's), and short column titles over each row.
+            axes[row][0].text(
+                -0.08, 0.5, f"{dataset}\n{name}", transform=axes[row][0].transAxes, ha="right", va="center", fontsize=7
+            )
+            axes[row][0].set_title("real", fontsize=7, loc="left")
             axes[row][start].set_title("synthetic", fontsize=7, loc="left")
             row += 1
-    figure.suptitle("Real training images and synthetic images per class (step-1 U-ViT, full data)")
+    figure.suptitle(
+        "Real training images and synthetic images per class (step-1 U-ViT, full data)", y=1 - 0.1 / height, va="top"
+    )
     save(figure, path)
+    return figure
 
 
 def report(job: Job) -> dict:
@@ -211,7 +279,6 @@ def report(job: Job) -> dict:
     _write(main, tables, "main", "Baseline CNN vs D-Cube, with and without synthetic images (full training data)")
 
     minority = {d: _minority_name(settings, classes[d], job.inputs, d) for d in classes}
-    sweeps = {}
     for kind, title in (
         ("minority", "Imbalance sweep: fraction of the minority class kept"),
         ("limited", "Limited-data sweep: fraction of training data kept"),
@@ -225,8 +292,14 @@ def report(job: Job) -> dict:
             r[f"recall_{minority[r['dataset']]}_mean"] for r in summary.to_dict("records")
         ]
         summary["minority_recall_std"] = [r[f"recall_{minority[r['dataset']]}_std"] for r in summary.to_dict("records")]
-        _write(summary, tables, "imbalance" if kind == "minority" else "limited", title, ["minority_recall"])
-        sweeps[kind] = summary
+        named = ", ".join(f"{dataset}: {name}" for dataset, name in minority.items())
+        _write(
+            summary,
+            tables,
+            "imbalance" if kind == "minority" else "limited",
+            f"{title} (minority class: {named})",
+            ["minority_recall"],
+        )
 
     ablation_rows = metrics[
         (metrics.scenario == "full") & (metrics["synthetic_count"] == 0) & (metrics.model != params.BASELINE)
@@ -252,7 +325,8 @@ def report(job: Job) -> dict:
         ]
     quality = pd.DataFrame(quality_rows)
     quality.to_csv(tables / "synthetic_quality.csv", index=False, float_format="%.6g")
-    (tables / "synthetic_quality.md").write_text(quality_markdown(quality_rows))
+    quality_table, quality_title = quality_cells(quality_rows)
+    _write_pages(quality_table, tables, "synthetic_quality", quality_title)
 
     block_rows = []
     for generator, path in zip(settings["generators"], job.inputs["blocks"], strict=True):
@@ -262,42 +336,89 @@ def report(job: Job) -> dict:
                 {**generator, **row, "chosen": row["block"] in record["chosen"], "source": record["source"]}
             )
     pd.DataFrame(block_rows).to_csv(tables / "block_selection.csv", index=False, float_format="%.6g")
+    _write_pages(block_cells(block_rows), tables, "block_selection", BLOCK_SELECTION_TITLE)
 
-    clean = main[main.protocol == "clean"]
+    # The figures draw the per-seed runs of the clean protocol (the one without test-set selection).
+    clean = metrics[(metrics.protocol == "clean") & metrics.model.isin(main_models)]
     _line_figure(
-        clean,
+        clean[clean.scenario == "full"],
         "synthetic_count",
         ["accuracy", "macro_f1"],
         "synthetic images added",
         figures / "metric_vs_synthetic.png",
         "Clean protocol, full training data",
     )
-    imbalance = sweeps["minority"]
+    swept = clean[clean.scenario.str.startswith("minority") | (clean.scenario == "full")].copy()
+    swept["fraction"] = [data.parse_scenario(scenario)[1] for scenario in swept.scenario]
+    swept["minority_recall"] = [r[f"recall_{minority[r['dataset']]}"] for r in swept.to_dict("records")]
+    swept[SWEEP_CURVE] = [f"{m}, {c}" for m, c in zip(swept.model, swept.synthetic_count, strict=True)]
     _line_figure(
-        imbalance[imbalance.protocol == "clean"],
+        swept,
         "fraction",
         ["minority_recall", "macro_f1"],
         "fraction of the minority class kept",
         figures / "metric_vs_imbalance.png",
         "Clean protocol: imbalance sweep",
+        hue=SWEEP_CURVE,
     )
     _sample_figure(settings, job.inputs, figures / "samples.png")
     log.info("main table:\n%s", (tables / "main.md").read_text())
     return {"runs": len(runs)}
 
 
-def quality_markdown(rows: list[dict]) -> str:
-    def number(value, scale: float = 1.0, digits: str = ".3g") -> str:
-        return "–" if value is None else f"{scale * value:{digits}}"
+def quality_cells(rows: list[dict]) -> tuple[pd.DataFrame, str]:
+    """The synthetic-quality table as text cells, and its title. Its distances are FID/KID
+    only on Inception-v3 features; on other features they are named feature FD/KD, and their
+    scale is read against the real-vs-real columns (two halves of the class's real images)."""
 
-    header = ["dataset", "class", "synthetic", "FID", "KID", "baseline accuracy on synthetic %", "feature extractor"]
-    lines = ["### Synthetic images per class: FID/KID against real training images, baseline accuracy on them", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row["dataset"], row["class"], str(row["synthetic_images"]), number(row["fid"]), number(row["kid"])]
-        cells += [number(row["baseline_accuracy_on_synthetic"], 100, ".0f"), row["feature_extractor"]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    def number(value, scale: float = 1.0, digits: str = ".3g") -> str:
+        return "–" if value is None or pd.isna(value) else f"{scale * value:{digits}}"
+
+    inception = bool(rows) and all(row["feature_extractor"].startswith("Inception") for row in rows)
+    fd, kd = ("FID", "KID") if inception else ("feature FD", "feature KD")
+    cells = pd.DataFrame(
+        [
+            {
+                "dataset": row["dataset"],
+                "class": row["class"],
+                "real images": str(row["real_images"]),
+                "synthetic images": str(row["synthetic_images"]),
+                f"{fd} synthetic vs real": number(row["fid"]),
+                f"{fd} real vs real": number(row.get("fid_real_halves")),
+                f"{kd} synthetic vs real": number(row["kid"]),
+                f"{kd} real vs real": number(row.get("kid_real_halves")),
+                "baseline accuracy on synthetic %": number(row["baseline_accuracy_on_synthetic"], 100, ".0f"),
+                "feature extractor": row["feature_extractor"],
+            }
+            for row in rows
+        ]
+    )
+    title = (
+        f"Synthetic images per class: {fd}/{kd} against the real training images, beside the same distance "
+        "between two halves of the real images, and the baseline classifier's accuracy on them"
+    )
+    return cells, title
+
+
+BLOCK_SELECTION_TITLE = "Block selection: per U-ViT block, a one-way ANOVA of each hyper-feature across the classes"
+
+
+def block_cells(rows: list[dict]) -> pd.DataFrame:
+    """The block-selection table as text cells."""
+    return pd.DataFrame(
+        [
+            {
+                "dataset": row["dataset"],
+                "scenario": row["scenario"],
+                "block": str(row["block"]),
+                "median p": f"{row['median_p']:.3g}",
+                "features with p < 0.05 %": f"{100 * row['share_p_below_0.05']:.0f}",
+                "chosen": "yes" if row["chosen"] else "",
+                "chosen by": row["source"],
+            }
+            for row in rows
+        ]
+    )
 
 
 def _minority_name(settings: dict, classes: list[str], inputs: dict, dataset: str) -> str:
