@@ -19,7 +19,15 @@ import yaml
 
 from medaug.diffboost.generator import finetune_controlnet, sample_synthetic, write_conditions
 from medaug.diffboost.params import condition_settings, controlnet_settings, sampling_settings
-from medaug.diffboost.slices import development_slices, load_slices, load_synthetic_pool, read_slice_table, role_slices
+from medaug.diffboost.slices import (
+    development_slices,
+    load_slices,
+    load_synthetic_pool,
+    read_slice_table,
+    role_slices,
+    shard_path,
+)
+from medaug.errors import DatasetError
 from medaug.papers import validate_config
 from medaug.preparation import prepare_segmentation
 from medaug.splits import LeakageError, make_splits, role_cases
@@ -95,32 +103,173 @@ def test_model_folder_is_a_save_pretrained_layout(model):
     assert info["training"]["steps"] == 4 and info["pixel_space"]
 
 
-def test_sampling_reuses_smaller_ratios_and_counts_exactly(demo_config, spleen, model):
+def can_hard_link(folder: Path) -> bool:
+    probe = folder / ".link-probe"
+    probe.write_text("")
+    try:
+        os.link(probe, folder / ".link-probe-2")
+    except OSError:
+        return False
+    else:
+        (folder / ".link-probe-2").unlink()
+        return True
+    finally:
+        probe.unlink()
+
+
+@pytest.fixture(scope="module")
+def ratios(demo_config, spleen, model):
+    """Ratio 1, then ratio 2 built on it, as the pipeline samples them."""
     base, splits = spleen
     folder, _ = model
     sampling = sampling_settings(demo_config)
     inputs = (folder, base / "prepared", base / "conditions", splits, 0)
     first = sample_synthetic(*inputs, 1, None, sampling, base / "syn" / "ratio1")
     second = sample_synthetic(*inputs, 2, base / "syn" / "ratio1", sampling, base / "syn" / "ratio2")
+    return base / "syn", first, second
+
+
+def test_sampling_reuses_smaller_ratios_and_counts_exactly(spleen, ratios):
+    base, splits = spleen
+    syn, first, second = ratios
     sources = development_slices(base / "prepared", splits, 0)
     assert len(first) == len(sources) and len(second) == 2 * len(sources)
     assert set(second.source_slice_id) == set(sources.slice_id)
     assert (second.groupby("source_slice_id").k.apply(sorted).apply(list) == [[1, 2]] * len(sources)).all()
-    counts = json.loads((base / "syn" / "ratio2" / "counts.json").read_text())
+    counts = json.loads((syn / "ratio2" / "counts.json").read_text())
     assert counts["new_images"] == len(sources) and counts["reused_images"] == len(sources)
+    # One shard per image index, its rows in development-slice order: the manifest's index.
+    assert sorted(p.name for p in (syn / "ratio1" / "samples").iterdir()) == ["k001.npy"]
+    assert sorted(p.name for p in (syn / "ratio2" / "samples").iterdir()) == ["k001.npy", "k002.npy"]
+    position = dict(zip(sources.slice_id, range(len(sources)), strict=True))
+    assert (second["index"] == second.source_slice_id.map(position)).all()
     # Ratio 2 reuses ratio 1's images (same pixels, same seeds) instead of regenerating them,
-    # and holds them itself: a later job reads the folder of its own ratio only.
+    # and holds them itself (a later job reads the folder of its own ratio only) as a hard
+    # link to ratio 1's file: no second copy on disk.
+    shards = [shard_path(syn / f"ratio{r}", 1) for r in (1, 2)]
+    if can_hard_link(syn):  # a filesystem without hard links gets a copy
+        assert os.stat(shards[0]).st_ino == os.stat(shards[1]).st_ino
+    assert np.array_equal(np.load(shards[0]), np.load(shards[1]))
     reused = second[second.k == 1]
-    first_pool, reused_pool = (load_synthetic_pool(base / "syn" / f"ratio{r}", 1) for r in (1, 2))
+    first_pool, reused_pool = (load_synthetic_pool(syn / f"ratio{r}", 1) for r in (1, 2))
     assert all(np.array_equal(first_pool[s], reused_pool[s]) for s in first_pool)
     assert reused.set_index("synthetic_id").seed.equals(first.set_index("synthetic_id").seed.loc[reused.synthetic_id])
-    pool = load_synthetic_pool(base / "syn" / "ratio2", 2)
+    pool = load_synthetic_pool(syn / "ratio2", 2)
     assert set(pool) == set(sources.slice_id)
     some = next(iter(pool.values()))
     assert some.shape == (2, 32, 32) and np.isfinite(some).all() and np.abs(some).max() <= 1
     # No test-fold slice is a sampling condition.
     test = set(role_cases(splits, 0, "test"))
     assert test.isdisjoint(second.case_id)
+
+
+def test_a_pool_is_read_through_memory_maps_one_image_at_a_time(ratios):
+    """Each slice's images come from the memory-mapped shards, one float32 image per index;
+    nothing is loaded whole."""
+    syn, _, second = ratios
+    pool = load_synthetic_pool(syn / "ratio2", 2)
+    shards = [np.load(shard_path(syn / "ratio2", k)) for k in (1, 2)]
+    for row in second.itertuples():
+        images = pool[row.source_slice_id]
+        assert isinstance(images.mapped(row.k - 1), np.memmap) and not images.mapped(row.k - 1).flags.writeable
+        image = images[row.k - 1]
+        assert type(image) is np.ndarray and image.dtype == np.float32 and image.flags.writeable
+        assert np.array_equal(image, shards[row.k - 1][row.index].astype(np.float32))
+    images = pool[second.source_slice_id.iloc[0]]
+    assert len(images) == 2 and images.shape == (2, 32, 32)
+    stacked = np.asarray(images)
+    assert stacked.dtype == np.float32 and stacked.shape == (2, 32, 32)
+    assert all(np.array_equal(a, b) for a, b in zip(images, stacked, strict=True))
+    assert np.array_equal(images[-1], images[1]) and np.array_equal(images[np.int64(1)], images[1])
+    with pytest.raises(IndexError):
+        images[2]
+    # A smaller ratio opens only its own shards.
+    assert {len(p) for p in load_synthetic_pool(syn / "ratio2", 1).values()} == {1}
+
+
+def test_a_failing_sampling_job_leaves_no_output_and_its_previous_ratio_intact(
+    demo_config, spleen, model, ratios, monkeypatch, tmp_path
+):
+    """The sampler fails on its second batch, after the first shard rows and the previous
+    ratio's links were written: nothing appears at the output, and the previous ratio's
+    files are as they were (their links in the partial folder are gone)."""
+    from medaug.diffboost.generator import Sampler
+
+    base, splits = spleen
+    folder, _ = model
+    syn, _, _ = ratios
+    sample = Sampler.sample
+    calls = []
+
+    def fail_on_the_second_batch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the GPU fell over")
+        return sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(Sampler, "sample", fail_on_the_second_batch)
+    previous = shard_path(syn / "ratio2", 1)
+    links = os.stat(previous).st_nlink
+    sampling = {**sampling_settings(demo_config), "batch_size": 2}
+    out = tmp_path / "synthetic" / "ratio3"
+    with pytest.raises(RuntimeError, match="fell over"):
+        sample_synthetic(folder, base / "prepared", base / "conditions", splits, 0, 3, syn / "ratio2", sampling, out)
+    assert len(calls) == 2
+    assert list(out.parent.iterdir()) == []  # neither the output nor its partial folder
+    assert os.stat(previous).st_nlink == links
+    assert len(load_synthetic_pool(syn / "ratio2", 2)) > 0
+
+
+def test_a_full_disk_ends_sampling_with_the_one_line_error_and_no_output(
+    demo_config, spleen, model, monkeypatch, tmp_path
+):
+    """Each new shard reserves its blocks before it is written through its map, so a full
+    disk is an ordinary error (cleaned up, one line) rather than a SIGBUS mid-write."""
+    import errno
+
+    from medaug.errors import OutputError
+
+    base, splits = spleen
+    folder, _ = model
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    out = tmp_path / "synthetic" / "ratio1"
+    sampling = sampling_settings(demo_config)
+    with pytest.raises(OutputError, match="no space left"):
+        sample_synthetic(folder, base / "prepared", base / "conditions", splits, 0, 1, None, sampling, out)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_a_pool_folder_of_the_old_single_file_layout_is_refused(demo_config, spleen, model, ratios, tmp_path):
+    base, splits = spleen
+    folder, _ = model
+    syn, _, _ = ratios
+    old = tmp_path / "ratio1"
+    old.mkdir()
+    shutil.copy(syn / "ratio1" / "manifest.tsv", old / "manifest.tsv")
+    np.savez_compressed(old / "samples.npz", image=np.zeros((3, 32, 32), np.float16))
+    with pytest.raises(DatasetError, match="older version") as refused:
+        load_synthetic_pool(old, 1)
+    assert "\n" not in str(refused.value) and str(old) in str(refused.value)
+    # Nor does a larger ratio build on it.
+    sampling = sampling_settings(demo_config)
+    with pytest.raises(DatasetError, match="older version"):
+        sample_synthetic(folder, base / "prepared", base / "conditions", splits, 0, 2, old, sampling, tmp_path / "r2")
+    assert not (tmp_path / "r2").exists()
+
+
+def test_a_pool_needs_every_image_of_every_slice(ratios, tmp_path):
+    syn, _, second = ratios
+    partial = tmp_path / "ratio2"
+    shutil.copytree(syn / "ratio2", partial)
+    dropped = second[~((second.source_slice_id == second.source_slice_id.iloc[0]) & (second.k == 2))]
+    dropped.to_csv(partial / "manifest.tsv", sep="\t", index=False)
+    with pytest.raises(ValueError, match=f"{partial}: slice .* has 1 synthetic images, expected 2"):
+        load_synthetic_pool(partial, 2)
+    assert len(load_synthetic_pool(partial, 1)) == second.source_slice_id.nunique()
 
 
 def test_unguided_sampling_uses_the_conditional_branch_only(demo_config, spleen, model, tmp_path):

@@ -10,6 +10,7 @@ on a cluster.
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -146,6 +147,45 @@ def test_sampling_at_384_px_decodes_48_px_latents_whatever_the_unets_sample_size
     assert len(pool) == len(manifest) > 0
     assert images.shape[1:] == (1, SIZE, SIZE) and np.isfinite(images).all() and np.abs(images).max() <= 1
     assert json.loads((folder / "counts.json").read_text())["condition_method"] == "canny"
+    # The pool is read through memory maps of its shards, not loaded.
+    assert all(isinstance(images.mapped(0), np.memmap) for images in pool.values())
+
+
+def test_a_paper_scale_pool_is_read_an_image_at_a_time(tmp_path):
+    """A pool of 384 px images (8 slices x ratio 40: 180 MiB as float32) opened and touched
+    one image per slice, as a segmenter batch does: the process's own (anonymous) memory
+    grows by those images, not by the pool. Mapped file pages are left out of the count:
+    they are the page cache's, shared and reclaimable. The bound, a quarter of the pool, is
+    far above the images touched (4.5 MiB) and far below a loaded pool."""
+    import psutil
+
+    from medaug.diffboost.slices import MANIFEST, shard_path
+
+    slices, ratio = 8, 40
+    (tmp_path / "samples").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(1, ratio + 1):
+        np.save(shard_path(tmp_path, k), rng.uniform(-1, 1, (slices, SIZE, SIZE)).astype(np.float16))
+    rows = [
+        {"synthetic_id": f"s{i}_syn{k:03d}", "source_slice_id": f"s{i}", "case_id": f"c{i}", "patient_id": f"p{i}"}
+        | {"fold": 0, "k": k, "seed": k, "index": i}
+        for k in range(1, ratio + 1)
+        for i in range(slices)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / MANIFEST, sep="\t", index=False)
+    pool_bytes = slices * ratio * SIZE * SIZE * 4
+
+    def private_bytes() -> int:
+        memory = psutil.Process().memory_info()
+        return memory.rss - getattr(memory, "shared", 0)  # "shared": resident file pages (Linux)
+
+    before = private_bytes()
+    pool = load_synthetic_pool(tmp_path, ratio)
+    touched = [pool[f"s{i}"][(7 * i) % ratio] for i in range(slices)]
+    grown = private_bytes() - before
+    assert len(pool) == slices and all(len(images) == ratio for images in pool.values())
+    assert all(image.shape == (SIZE, SIZE) and image.dtype == np.float32 for image in touched)
+    assert grown < pool_bytes / 4, f"memory grew by {grown / 2**20:.0f} MiB for a {pool_bytes / 2**20:.0f} MiB pool"
 
 
 def test_generator_quality_samples_the_pretrained_base_at_384_px(paper, busi, synthetic, tmp_path):

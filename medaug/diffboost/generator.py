@@ -14,16 +14,27 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
 from medaug.diffboost import stages
-from medaug.diffboost.slices import MANIFEST, SAMPLES, development_slices, load_slices, read_manifest
+from medaug.diffboost.slices import (
+    MANIFEST,
+    SAMPLES,
+    check_pool_layout,
+    development_slices,
+    load_slices,
+    read_manifest,
+    shard_path,
+)
 from medaug.diffusion.models import (
     MODEL_INFO,
     build_tiny_components,
@@ -34,6 +45,7 @@ from medaug.diffusion.models import (
     model_space_size,
     to_model_space,
 )
+from medaug.errors import DatasetError, is_disk_full
 from medaug.io import atomic_output, read_json, write_json
 from medaug.seeds import keyed_rng, keyed_seed
 from medaug.stage import Job, Stage
@@ -362,6 +374,31 @@ def sample_seed(sampling: dict, slice_id: str, k: int) -> int:
     return keyed_seed(sampling["seed"], slice_id, k)
 
 
+def link_shard(source: Path, target: Path) -> None:
+    """``target`` as a hard link of ``source`` (same pixels, no copy, no second inode);
+    a streamed copy where linking fails (another filesystem, or one without links)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def new_shard(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """An empty float16 shard mapped for writing, its disk blocks reserved first: a write
+    through a map onto a full disk kills the process (SIGBUS, no clean-up), where the
+    reservation fails with an ordinary "no space left" error."""
+    shard = open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as file:
+            try:
+                os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise
+                # A filesystem that cannot reserve space: write through the map unreserved.
+    return shard
+
+
 def sample_synthetic(
     model_dir: str | Path,
     prepared_dir: str | Path,
@@ -376,49 +413,63 @@ def sample_synthetic(
 ) -> pd.DataFrame:
     """Add images ``previous ratio + 1 .. ratio`` for every development slice of the fold
     (each conditioned on that slice's own condition map and inheriting its mask), and
-    write every image up to ``ratio`` (the previous ratio's too) with its manifest."""
+    write every image up to ``ratio`` with its manifest: one shard per image index ``k``
+    (:func:`~medaug.diffboost.slices.shard_path`), the previous ratio's shards as hard links."""
     from medaug.diffusion.sampling import batched
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = Path(out_dir)
     rows = development_slices(prepared_dir, splits, fold)
-    images, conditions = load_slices(prepared_dir, conditions_dir, rows)
-    manifest = read_manifest(previous) if previous else pd.DataFrame()
-    reused = np.load(Path(previous) / SAMPLES)["image"] if previous else np.zeros((0, *images.shape[1:]), np.float16)
+    _, conditions = load_slices(prepared_dir, conditions_dir, rows)
+    shard_shape = conditions.shape
+    manifest = pd.DataFrame()
+    if previous:
+        check_pool_layout(previous)
+        manifest = read_manifest(previous)
+        _check_previous_rows(previous, manifest, rows, shard_shape)
     start = int(manifest.k.max()) if len(manifest) else 0
     if start >= ratio:
         raise ValueError(f"previous ratio {start} is not below {ratio}")
     components, info = load_model_folder(model_dir)
     sampler = Sampler(components, info, sampling, device)
+    # k-major: each shard fills up before the next one opens, so at most the shards of one
+    # batch are open at a time.
     jobs = [(i, k) for k in range(start + 1, ratio + 1) for i in range(len(rows))]
-    new_images = np.zeros((len(jobs), *images.shape[1:]), dtype=np.float16)
     records = []
-    for chunk in tqdm(
-        batched(len(jobs), sampling["batch_size"]), desc=f"sample fold {fold} ratio {ratio}", unit="batch"
-    ):
-        batch = [jobs[j] for j in chunk]
-        seeds = [sample_seed(sampling, rows.slice_id[i], k) for i, k in batch]
-        decoded = sampler.sample(conditions[[i for i, _ in batch]], seeds, [k for _, k in batch])
-        for position, (j, (i, k), s) in enumerate(zip(chunk, batch, seeds, strict=True)):
-            new_images[j] = decoded[position]
-            row = rows.iloc[i]
-            records.append(
-                {
-                    "synthetic_id": f"{row.slice_id}_syn{k:03d}",
-                    "source_slice_id": row.slice_id,
-                    "case_id": row.case_id,
-                    "patient_id": row.patient_id,
-                    "fold": fold,
-                    "k": k,
-                    "seed": s,
-                    "index": len(reused) + j,
-                }
-            )
-    manifest = pd.concat([manifest, pd.DataFrame(records)], ignore_index=True).sort_values(["source_slice_id", "k"])
-    counts = manifest.groupby("source_slice_id").size()
     with atomic_output(out_dir, directory=True) as tmp:
-        # Every image up to this ratio, so that the folder alone is what later jobs read.
-        np.savez_compressed(tmp / SAMPLES, image=np.concatenate([reused, new_images]))
+        # The folder holds every image up to this ratio, so that it alone is what later jobs
+        # read; the previous ratio's images come in as links, neither copied nor loaded.
+        (tmp / SAMPLES).mkdir()
+        for k in range(1, start + 1):
+            link_shard(shard_path(previous, k), shard_path(tmp, k))
+        open_shards: dict[int, np.memmap] = {}
+        for chunk in tqdm(
+            batched(len(jobs), sampling["batch_size"]), desc=f"sample fold {fold} ratio {ratio}", unit="batch"
+        ):
+            batch = [jobs[j] for j in chunk]
+            seeds = [sample_seed(sampling, rows.slice_id[i], k) for i, k in batch]
+            decoded = sampler.sample(conditions[[i for i, _ in batch]], seeds, [k for _, k in batch])
+            for image, (i, k), s in zip(decoded, batch, seeds, strict=True):
+                if k not in open_shards:
+                    open_shards[k] = new_shard(shard_path(tmp, k), shard_shape)
+                open_shards[k][i] = image
+                if i == len(rows) - 1:  # the shard's last row: write it out and let go of its pages
+                    open_shards.pop(k).flush()
+                row = rows.iloc[i]
+                records.append(
+                    {
+                        "synthetic_id": f"{row.slice_id}_syn{k:03d}",
+                        "source_slice_id": row.slice_id,
+                        "case_id": row.case_id,
+                        "patient_id": row.patient_id,
+                        "fold": fold,
+                        "k": k,
+                        "seed": s,
+                        "index": i,
+                    }
+                )
+        manifest = pd.concat([manifest, pd.DataFrame(records)], ignore_index=True).sort_values(["source_slice_id", "k"])
+        counts = manifest.groupby("source_slice_id").size()
         manifest.to_csv(tmp / MANIFEST, sep="\t", index=False)
         write_json(
             tmp / "counts.json",
@@ -435,6 +486,19 @@ def sample_synthetic(
             },
         )
     return manifest
+
+
+def _check_previous_rows(previous: str | Path, manifest: pd.DataFrame, rows: pd.DataFrame, shape: tuple) -> None:
+    """The previous ratio's shards are linked in as they are: their rows must be this fold's
+    development slices in this order, at this size."""
+    position = pd.Series(range(len(rows)), index=rows.slice_id)
+    expected = position.reindex(manifest.source_slice_id).to_numpy()
+    if len(manifest) and not np.array_equal(expected, manifest["index"].to_numpy()):
+        raise DatasetError(previous, "its shard rows are not this fold's development slices; delete it and resample")
+    for k in sorted(set(manifest.k)):
+        shard_shape = np.load(shard_path(previous, k), mmap_mode="r").shape
+        if shard_shape != shape:
+            raise DatasetError(shard_path(previous, k), f"shape {shard_shape}, expected {shape}")
 
 
 # --- stages ---------------------------------------------------------------------------------------

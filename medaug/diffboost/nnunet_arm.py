@@ -102,9 +102,12 @@ def train_ratio(
     if ratio:
         masks = {case_id: mask for case_id, _, mask in cases}
         for slice_id in train_ids:
-            for k, image in enumerate(data.pool[slice_id], start=1):
+            pool = data.pool[slice_id]
+            for k in range(1, len(pool) + 1):
                 synthetic_ids.append(f"{slice_id}_syn{k:03d}")
-                cases.append((synthetic_ids[-1], image.astype(np.float32), masks[slice_id]))
+                # A memory-mapped view: the dataset writer reads each image as it writes it,
+                # instead of every synthetic image being held in memory at once.
+                cases.append((synthetic_ids[-1], pool.mapped(k - 1), masks[slice_id]))
     predictions = nnunet.train_and_predict(
         workdir,
         REAL_ID,
