@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -30,8 +31,11 @@ def atomic_output(path: str | Path, directory: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A job killed outright (SIGKILL, a SLURM time limit) leaves its partial sibling behind;
+    # Snakemake runs one job per output at a time, so any partial of this output is stale.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.partial-*"):
+        _remove(stale)
     tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
-    _remove(tmp)
     if directory:
         tmp.mkdir()
     try:

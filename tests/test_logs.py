@@ -52,6 +52,18 @@ def test_a_full_disk_names_the_output_and_leaves_nothing(tmp_path):
     assert not target.exists() and list(target.parent.iterdir()) == []
 
 
+def test_a_killed_jobs_partial_output_is_swept_by_the_next_attempt(tmp_path):
+    target = tmp_path / "ratio2"
+    stale = tmp_path / ".ratio2.partial-99999"  # left by a job killed while writing
+    (stale / "samples").mkdir(parents=True)
+    (stale / "samples" / "k001.npy").write_bytes(b"half a pool")
+    other = tmp_path / ".ratio20.partial-99999"  # another output's: not this job's to remove
+    other.mkdir()
+    with atomic_output(target, directory=True) as tmp:
+        (tmp / "done").write_text("yes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ratio20.partial-99999", "ratio2"]
+
+
 def test_caches_go_under_the_run_folder_unless_set(tmp_path, monkeypatch):
     for variable in CACHE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
