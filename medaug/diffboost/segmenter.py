@@ -188,14 +188,22 @@ def augment(
 # --- data -----------------------------------------------------------------------------------
 
 
+def training_device() -> torch.device:
+    """Where the segmenters train: the GPU a job was given, else the CPU. Data, augmentation
+    and the merging mask are drawn on the CPU from the seeded generator either way, so a
+    GPU run draws the same batches as a CPU run."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 @torch.inference_mode()
 def predict(network: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """(N, H, W) images in [-1, 1] -> (N, H, W) uint8 foreground masks."""
+    """(N, H, W) images in [-1, 1] -> (N, H, W) uint8 foreground masks, on the network's device."""
     network.eval()
+    device = next(network.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start : start + batch_size, None])
-        out.append(network(x).argmax(dim=1).to(torch.uint8).numpy())
+        x = torch.from_numpy(images[start : start + batch_size, None]).to(device)
+        out.append(network(x).argmax(dim=1).to(torch.uint8).cpu().numpy())
     network.train()
     return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), dtype=np.uint8)
 
@@ -242,7 +250,8 @@ def fit(
     official = protocol == "official"
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    network = build_network(variant.architecture, image_size, settings["channels"], settings["strides"])
+    device = training_device()
+    network = build_network(variant.architecture, image_size, settings["channels"], settings["strides"]).to(device)
     # fused: the same update in one kernel, not a loop over the network's many small tensors.
     optimizer = torch.optim.AdamW(network.parameters(), lr=settings["learning_rate"], fused=True)
     from monai.losses import DiceCELoss
@@ -271,10 +280,11 @@ def fit(
                 x_syn = torch.from_numpy(np.stack([pools[i][k] for i, k in zip(index, picks, strict=True)])[:, None])
             arm = variant.augmentation if variant.augmentation != "DiffBoost" else "none"
             x, x_syn, y = augment(arm, x, x_syn, y, g)
+            x, y = x.to(device), y.to(device)
             prediction = network(x)
             if x_syn is not None:
-                merge = random_merging_mask(len(index), *x.shape[2:], variant.patch_size, variant.alpha, g)
-                prediction = merge * prediction + (1 - merge) * network(x_syn)
+                merge = random_merging_mask(len(index), *x.shape[2:], variant.patch_size, variant.alpha, g).to(device)
+                prediction = merge * prediction + (1 - merge) * network(x_syn.to(device))
             loss = loss_fn(prediction, y.round().long())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -136,8 +136,9 @@ class BottleneckExtractor:
             for name, module in self.modules.items()
             if name and not list(module.children())
         ]
+        self.device = next(network.parameters()).device
         with torch.inference_mode():
-            network(torch.zeros(1, 1, image_size, image_size))
+            network(torch.zeros(1, 1, image_size, image_size, device=self.device))
         for hook in hooks:
             hook.remove()
         smallest = min(pixels for _, pixels, _ in shapes)
@@ -151,7 +152,7 @@ class BottleneckExtractor:
         try:
             for start in range(0, len(images), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32))
-                self.network(x[:, None])
+                self.network(x[:, None].to(self.device))
         finally:
             hook.remove()
-        return torch.cat(captured).float().numpy()
+        return torch.cat(captured).float().cpu().numpy()
