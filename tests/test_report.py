@@ -1,6 +1,7 @@
 """`snakemake --report`: one HTML report with every table and figure, captioned, rendered in
 headless Chromium (Debian's package), driven over the DevTools protocol on a pipe."""
 
+import base64
 import json
 import os
 import select
@@ -15,8 +16,15 @@ from .conftest import CI_CONFIG, REPO, snakemake
 
 pytestmark = pytest.mark.workflow
 
+DCUBE_TABLES = ("main", "imbalance", "limited", "blocks", "synthetic_quality", "block_selection")
+
+# The report is read at this window width (a laptop screen); wide tables must fit it.
+VIEWPORT = {"width": 1400, "height": 900}
+
 # Runs inside the report page: shows every result the way a click in the report does and
-# reports, per result, whether the figure decoded (its pixel size) or the table is there.
+# reports, per result, whether the figure decoded (its pixel size) or the table is there and
+# fits the frame the report shows it in (the table page laid out again, same-origin, at the
+# frame's width: its content must not be wider than the frame).
 SHOW_EVERY_RESULT = """
 (async () => {
   const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -38,14 +46,45 @@ SHOW_EVERY_RESULT = """
       }
     } else if (entry.mime_type === "text/html") {
       app.setView({content: "html", contentPath: entry.data_uri, resultPath: path});
-      await wait(300);
-      const frames = [...document.querySelectorAll("#app iframe")];
-      record.framed = frames.some((x) => x.getAttribute("src") === entry.data_uri);
-      record.table = (await (await fetch(entry.data_uri)).text()).includes("<table");
+      let frame;
+      for (let i = 0; i < 50 && !frame; i++) {
+        await wait(100);
+        frame = [...document.querySelectorAll("#app iframe")].find((x) => x.getAttribute("src") === entry.data_uri);
+      }
+      record.framed = Boolean(frame);
+      const html = await (await fetch(entry.data_uri)).text();
+      record.table = html.includes("<table");
+      if (frame) {
+        const probe = document.createElement("iframe");
+        probe.style.width = frame.clientWidth + "px";
+        probe.style.height = "600px";
+        probe.srcdoc = html;
+        const loaded = new Promise((resolve) => (probe.onload = resolve));
+        document.body.appendChild(probe);
+        await loaded;
+        record.frame_width = probe.contentDocument.documentElement.clientWidth;
+        record.content_width = probe.contentDocument.documentElement.scrollWidth;
+        record.table_width = probe.contentDocument.querySelector("table").getBoundingClientRect().width;
+        probe.remove();
+      }
     }
     shown.push(record);
   }
   return {categories: Object.keys(categories), results: shown};
+})()
+"""
+
+# Shows one figure as a click in the report does; resolves when it has decoded.
+SHOW_FIGURE = """
+(async () => {
+  const entry = results[%s];
+  app.setView({content: "img", contentPath: entry.data_uri, resultPath: %s});
+  for (let i = 0; i < 50; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const img = [...document.querySelectorAll("#app img")].find((x) => x.getAttribute("src") === entry.data_uri);
+    if (img) { await img.decode().catch(() => {}); return true; }
+  }
+  return false;
 })()
 """
 
@@ -105,15 +144,23 @@ class HeadlessChromium:
         while self.message().get("method") != event:
             pass
 
-    def evaluate_in(self, url: str, expression: str):
+    def open(self, url: str) -> str:
+        """A new page at ``url`` in a window of VIEWPORT's size; returns its session."""
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.call("Page.enable", session)
+        self.call("Emulation.setDeviceMetricsOverride", session, deviceScaleFactor=1, mobile=False, **VIEWPORT)
         self.call("Page.navigate", session, url=url)
         self.wait_for("Page.loadEventFired")
+        return session
+
+    def evaluate(self, session: str, expression: str):
         reply = self.call("Runtime.evaluate", session, expression=expression, awaitPromise=True, returnByValue=True)
         assert "exceptionDetails" not in reply, reply
         return reply["result"]["value"]
+
+    def screenshot(self, session: str, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", session, format="png")["data"]))
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +172,25 @@ def chromium():
 
 
 def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium, ci_run, tmp_path):
+    """Every paper's tables and figures are in the report, each with its own caption; tables
+    fit a 1,400 px window; a screenshot of each figure as the report shows it is kept in the
+    test's folder for a look."""
+    from PIL import Image
+
     report = tmp_path / "report.html"
     snakemake(["--report", str(report), "--directory", str(ci_run), "--configfile", *CI_CONFIG], ci_run)
     browser = HeadlessChromium(tmp_path / "chromium-profile")
+    screenshots = tmp_path / "screenshots"
+    screenshots.mkdir()
     try:
-        page = browser.evaluate_in(report.as_uri(), SHOW_EVERY_RESULT)
+        session = browser.open(report.as_uri())
+        page = browser.evaluate(session, SHOW_EVERY_RESULT)
+        for result in page["results"]:
+            if result["mime"].startswith("image/"):
+                path = json.dumps(result["path"])
+                assert browser.evaluate(session, SHOW_FIGURE % (path, path)), result["path"]
+                name = result["path"].split("results/", 1)[-1].replace("/", "_")
+                browser.screenshot(session, screenshots / name)
     finally:
         browser.close()
 
@@ -139,22 +200,43 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
     paper_tables = ("main", "ratio", "patch", "alpha", "architecture", "augmentation")
     tables = {f"diffboost/tables/{name}.html" for name in (*paper_tables, "generator_quality")}
     tables |= {f"diffmix/tables/{name}.html" for name in ("label_maps", "synthesis", "hovernet")}
+    tables |= {f"dcube/tables/{name}.html" for name in DCUBE_TABLES}
     figures = {"diffboost/figures/dice_vs_ratio.png", "diffboost/figures/samples.png"}
     figures |= {f"diffmix/figures/{name}.png" for name in ("f1_per_class", "rare_f1_vs_ratio", "samples")}
     figures |= {f"dcube/figures/{name}.png" for name in ("metric_vs_synthetic", "metric_vs_imbalance", "samples")}
     assert shown.keys() == tables | figures
+    captions = {}
     for name, result in shown.items():
         caption = " ".join(result["caption"].split())
+        captions[name] = caption
         assert "Scale:" in caption and "Data:" in caption and "generated stand-in" in caption, name
         if name.endswith(".png"):
             assert result["width"] > 100 and result["height"] > 100, result
             assert "Protocol" in caption or "fold 0" in caption, name
-        elif name.startswith("diffmix/tables/"):
-            assert result["framed"] and result["table"], name
+            # The caption is this figure's: it names it, and no other figure of its paper.
+            paper = name.partition("/figures/")[0]
+            others = {f.split("/")[-1][:-4] for f in figures if f.startswith(paper) and f != name}
+            assert not any(f"``{other}``" in caption for other in others), (name, caption)
+            continue
+        assert result["framed"] and result["table"], name
+        assert result["content_width"] <= result["frame_width"], (name, result)
+        if name.startswith("diffmix/tables/"):
             assert "GradMix" in caption and "training tiles only" in caption and "HoVer-Net" in caption, name
         elif name.endswith("generator_quality.html"):
-            assert result["framed"] and result["table"], name
             assert "follow its condition" in caption and "Not in the paper" in caption, name
+        elif name.startswith("dcube/tables/"):
+            assert "Protocols:" in caption, name
         else:
-            assert result["framed"] and result["table"], name
-            assert "Reproduces the paper" in caption and "Protocols:" in caption, name
+            assert "Protocols:" in caption, name
+            # The CI config runs no ablation: those tables say they hold the main setting only.
+            if name.split("/")[-1][:-5] in ("patch", "alpha", "architecture", "augmentation"):
+                assert "not yet the paper's" in caption, name
+            else:
+                assert "Reproduces the paper" in caption, name
+    # One caption per figure: no two figures of a paper share theirs.
+    figure_captions = [captions[name] for name in figures]
+    assert len(set(figure_captions)) == len(figure_captions)
+    assert sorted(p.name for p in screenshots.iterdir()) == sorted(f.replace("/", "_") for f in figures)
+    for shot in screenshots.iterdir():
+        with Image.open(shot) as image:
+            assert image.size == (VIEWPORT["width"], VIEWPORT["height"])

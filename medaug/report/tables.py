@@ -164,7 +164,7 @@ def html_page(title: str, body: str) -> str:
         # metric and count) fit the report's frame in a 1,400 px window.
         "<style>body{font-family:sans-serif;font-size:12px;margin:4px}table{border-collapse:collapse}"
         "th{white-space:normal;vertical-align:bottom}td{white-space:nowrap}"
-        "th,td{padding:2px 6px;border-bottom:1px solid #ddd;text-align:left}</style>"
+        "th,td{padding:2px 5px;border-bottom:1px solid #ddd;text-align:left}</style>"
         f"</head><body><h3>{escape(title)}</h3>\n{body}\n</body></html>\n"
     )
 
