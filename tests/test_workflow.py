@@ -178,6 +178,15 @@ def test_demo_runs_dcube_to_its_tables_and_figures(demo_run):
         assert not set(used["train_case_ids"] + used["val_case_ids"]) & test_ids, record
 
 
+def test_demo_figures_have_no_layout_problems(demo_run):
+    """Each report job logs a warning per overlapping text or doubled legend entry of a figure
+    it saves (medaug.report.figures.save); the demo's, on every dataset, log none."""
+    logs = {path.name: path.read_text() for path in (demo_run / "logs").glob("*_report.log")}
+    assert set(logs) == {"diffboost_report.log", "diffmix_report.log", "dcube_report.log"}
+    for name, text in logs.items():
+        assert "medaug.report.figures" not in text, (name, text)
+
+
 def test_demo_writes_the_cost_summary(demo_run):
     summary = pd.read_csv(demo_run / "results" / "benchmarks" / "summary.tsv", sep="\t")
     assert {"make_demo_dataset", "prepare_dataset", "make_splits", "all rules"} <= set(summary.rule)
