@@ -48,3 +48,22 @@ def test_saving_a_crowded_figure_warns_with_the_file_name(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="medaug.report.figures"):
         save(figure, tmp_path / "crowded.png")
     assert any("crowded.png" in r.message and "overlaps" in r.message for r in caplog.records)
+
+
+def test_titles_say_stand_in_only_inside_a_stand_in_report(tmp_path):
+    from medaug.report.captions import STAND_IN_MARK, stand_in_titles
+    from medaug.report.tables import html_page
+
+    plt = pyplot()
+    titled, untitled, real = (plt.subplots(figsize=(3, 2), layout="constrained")[0] for _ in range(3))
+    titled.suptitle("Dice vs ratio")
+    with stand_in_titles(True):
+        save(titled, tmp_path / "titled.png")
+        save(untitled, tmp_path / "untitled.png")
+        page = html_page("main table", "<table></table>")
+    save(real, tmp_path / "real.png")
+    assert titled.get_suptitle() == f"Dice vs ratio [{STAND_IN_MARK}]"
+    assert untitled.get_suptitle() == f"[{STAND_IN_MARK}]"
+    assert real.get_suptitle() == "" and STAND_IN_MARK not in html_page("main table", "")
+    assert page.count(STAND_IN_MARK) == 2  # the page's title and its heading
+    assert layout_problems(titled) == [] and layout_problems(untitled) == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 from medaug import paths
 from medaug.config import dataset_problems, duplicate_problems, path_problem
 from medaug.dcube import paths as dcube_paths
-from medaug.report.captions import data_sources
+from medaug.report.captions import data_sources, uses_stand_ins
 
 PAPER = "dcube"
 REPRESENTATION = "classification"
@@ -266,4 +266,5 @@ def report_settings(config: dict) -> dict:
         "blocks_use": section["blocks"]["use"],
         "minority_class": section["scenarios"]["minority_class"],
         "data_sources": data_sources(config, section["datasets"]),
+        "stand_in": uses_stand_ins(config, section["datasets"]),
     }

@@ -19,6 +19,7 @@ import pandas as pd
 
 from medaug.dcube import data, params, stages
 from medaug.io import read_json
+from medaug.report.captions import marked, stand_in_titles
 from medaug.report.figures import pyplot, save
 from medaug.report.tables import html_page
 from medaug.stage import Job, Stage
@@ -136,7 +137,7 @@ def formatted(summary: pd.DataFrame, extra: list[str] = ()) -> pd.DataFrame:
 
 
 def markdown_page(cells: pd.DataFrame, title: str) -> str:
-    lines = [f"### {title}", "", "| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
+    lines = [f"### {marked(title)}", "", "| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
@@ -260,6 +261,12 @@ def _sample_figure(settings: dict, inputs: dict, path: Path):
 
 
 def report(job: Job) -> dict:
+    """Every table and figure of the run; their titles say so where the data are stand-ins."""
+    with stand_in_titles(job.settings["stand_in"]):
+        return _tables_and_figures(job)
+
+
+def _tables_and_figures(job: Job) -> dict:
     settings = job.settings
     runs = settings["runs"]
     classes = {}

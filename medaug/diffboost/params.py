@@ -13,7 +13,7 @@ from pathlib import Path
 from medaug.config import dataset_problems, duplicate_problems, path_problem
 from medaug.diffboost import paths
 from medaug.paths import fill
-from medaug.report.captions import data_sources
+from medaug.report.captions import data_sources, uses_stand_ins
 
 PAPER = "diffboost"
 REPRESENTATION = "segmentation"
@@ -436,6 +436,7 @@ def report_settings(config: dict) -> dict:
         "sample_ratio": sample_figure_ratio(config),
         "scale": scale,
         "data_sources": data_sources(config, section["datasets"]),
+        "stand_in": uses_stand_ins(config, section["datasets"]),
         # Per ablation table, the values that ran besides the main setting (a caption says
         # when a table holds the main setting only, not the paper's ablation).
         "ablations": {

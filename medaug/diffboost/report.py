@@ -21,6 +21,7 @@ from medaug.diffboost import stages
 from medaug.diffboost.params import NNUNET_ARM, QUALITY_SOURCES
 from medaug.diffboost.slices import load_slices, load_synthetic_pool, read_slice_table
 from medaug.report import tables
+from medaug.report.captions import marked, stand_in_titles
 from medaug.report.figures import pyplot, save
 from medaug.stage import Job, Stage
 
@@ -144,7 +145,8 @@ def write_quality_table(quality: pd.DataFrame, tables_dir: str | Path) -> None:
     shown = quality.map(lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)).rename(
         columns=quality_headers(quality)
     )
-    lines = [f"### {QUALITY_TITLE}", "", "| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    header = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    lines = [f"### {marked(QUALITY_TITLE)}", "", *header]
     lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
     (tables_dir / "generator_quality.md").write_text("\n".join(lines) + "\n")
     html = tables.html_page(QUALITY_TITLE, shown.to_html(index=False, border=0))
@@ -188,7 +190,10 @@ def dice_vs_ratio_figure(metrics: pd.DataFrame, png: str | Path, svg: str | Path
 def samples_figure(panels: list[dict], png: str | Path, columns: int) -> None:
     """A grid with one row per example: real slice, condition map, synthetic images."""
     plt = pyplot()
-    figure, axes = plt.subplots(len(panels), columns, figsize=(1.6 * columns, 1.6 * len(panels)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(panels), columns, figsize=(1.6 * columns, 1.6 * len(panels) + 0.4), squeeze=False, layout="constrained"
+    )
+    figure.suptitle("DiffBoost: real slices, their condition maps and synthetic images", fontsize="medium")
     for row, panel in enumerate(panels):
         images = [panel["real"], panel["condition"], *panel["synthetic"]][:columns]
         titles = ["real", "condition", *[f"synthetic {k + 1}" for k in range(len(panel["synthetic"]))]]
@@ -201,8 +206,7 @@ def samples_figure(panels: list[dict], png: str | Path, columns: int) -> None:
         axes[row][0].text(
             -0.1, 0.5, panel["label"], transform=axes[row][0].transAxes, ha="right", va="center", fontsize=6
         )
-    figure.tight_layout()
-    save(figure, png, tight=False)
+    save(figure, png)
 
 
 def sample_panels(
@@ -231,6 +235,12 @@ def sample_panels(
 
 
 def _report(job: Job) -> None:
+    """Every table and figure of the run; their titles say so where the data are stand-ins."""
+    with stand_in_titles(job.settings["stand_in"]):
+        _tables_and_figures(job)
+
+
+def _tables_and_figures(job: Job) -> None:
     settings, inputs, outputs = job.settings, job.inputs, job.outputs
     samples = list(
         zip(settings["sample_datasets"], inputs["prepared"], inputs["conditions"], inputs["synthetic"], strict=True)

@@ -132,7 +132,7 @@ def synthetic_needed(ratio: float, real_patches: int) -> int:
 
 def report_settings(config: dict) -> dict:
     """What the report job needs besides its inputs: job labels and caption lines."""
-    from medaug.report.captions import data_sources
+    from medaug.report.captions import data_sources, uses_stand_ins
 
     section = config[PAPER]
     hovernet = section["hovernet"]
@@ -149,6 +149,7 @@ def report_settings(config: dict) -> dict:
             f"{hovernet['epochs']}, seeds {hovernet['seeds']}."
         ),
         "data_sources": data_sources(config, section["datasets"]),
+        "stand_in": uses_stand_ins(config, section["datasets"]),
     }
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from medaug.diffmix import params, stages
 from medaug.diffmix.paths import SYNTHETIC_MANIFEST, SYNTHETIC_QUALITY
 from medaug.io import atomic_output, read_json
+from medaug.report.captions import marked, stand_in_titles
 from medaug.report.tables import html_page
 from medaug.stage import Job, Stage
 
@@ -150,7 +151,7 @@ def write_table(out_dir: Path, name: str, table: pd.DataFrame) -> None:
             "| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False)
         )
         body_html = table.to_html(index=False, border=0)
-    (out_dir / f"{name}.md").write_text(f"### {TITLES[name]}\n\n{body_md}")
+    (out_dir / f"{name}.md").write_text(f"### {marked(TITLES[name])}\n\n{body_md}")
     (out_dir / f"{name}.html").write_text(html_page(TITLES[name], body_html))
 
 
@@ -321,6 +322,12 @@ def samples_figure(folders: list[str], prepared: dict[str, str], path: Path):
 
 
 def _report(job: Job) -> dict:
+    """Every table and figure of the run; their titles say so where the data are stand-ins."""
+    with stand_in_titles(job.settings["stand_in"]):
+        return _tables_and_figures(job)
+
+
+def _tables_and_figures(job: Job) -> dict:
     records = [read_json(Path(folder) / "counts.json") for folder in job.inputs["maps"]]
     runs = run_frame([read_json(path) for path in job.inputs["metrics"]])
     synthesis = [read_json(Path(folder) / SYNTHETIC_QUALITY) for folder in job.inputs["synthetic"]]

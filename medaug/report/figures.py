@@ -7,6 +7,8 @@ import itertools
 import logging
 from pathlib import Path
 
+from medaug.report.captions import marked
+
 log = logging.getLogger(__name__)
 
 # One look for every statistical figure of every paper (image grids only use its fonts).
@@ -90,8 +92,16 @@ def layout_problems(figure) -> list[str]:
 
 
 def save(figure, *paths: str | Path, dpi: int = 150, tight: bool = True) -> None:
-    """Write ``figure`` to each path (format from the suffix) and close it; a layout problem
-    (overlapping text, a legend entry listed twice) is logged as a warning naming the file."""
+    """Write ``figure`` to each path (format from the suffix) and close it. Its title carries
+    the stand-in mark where the job's data are stand-ins (``captions.stand_in_titles``); a
+    layout problem (overlapping text, a legend entry listed twice) is logged as a warning
+    naming the file."""
+    title = figure.get_suptitle()
+    if marked(title) != title:
+        if figure._suptitle is not None:
+            figure._suptitle.set_text(marked(title))
+        else:
+            figure.suptitle(marked(title), fontsize="medium")
     for problem in layout_problems(figure):
         log.warning("%s: %s", Path(paths[0]).name, problem)
     for path in paths:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medaug.report.captions import marked
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -148,15 +150,17 @@ def header_word(layout: Layout) -> str:
 def to_markdown(summary: pd.DataFrame, title: str, layout: Layout) -> str:
     """Markdown table with 'mean ± std' cells."""
     if summary.empty:
-        return f"### {title}\n\n(no runs)\n"
+        return f"### {marked(title)}\n\n(no runs)\n"
     cells = formatted(summary, layout)
-    lines = [f"### {title}", "", "| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
+    lines = [f"### {marked(title)}", "", "| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
 def html_page(title: str, body: str) -> str:
-    """A standalone HTML page around a table's HTML, for the Snakemake report."""
+    """A standalone HTML page around a table's HTML, for the Snakemake report; its title
+    carries the stand-in mark where the job's data are stand-ins."""
+    title = marked(title)
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{escape(title)}</title>"
