@@ -54,6 +54,7 @@ SHOW_EVERY_RESULT = """
       record.framed = Boolean(frame);
       const html = await (await fetch(entry.data_uri)).text();
       record.table = html.includes("<table");
+      record.marked = html.includes("[generated stand-in data, not the real dataset]");
       if (frame) {
         const probe = document.createElement("iframe");
         probe.style.width = frame.clientWidth + "px";
@@ -219,6 +220,7 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
             assert not any(f"``{other}``" in caption for other in others), (name, caption)
             continue
         assert result["framed"] and result["table"], name
+        assert result["marked"], name  # the table's own title says the data are stand-ins
         assert result["content_width"] <= result["frame_width"], (name, result)
         if name.startswith("diffmix/tables/"):
             assert "GradMix" in caption and "training tiles only" in caption and "HoVer-Net" in caption, name
