@@ -17,6 +17,20 @@ from .conftest import REPO
 FAMILIES = {"data", "diffusion", "segmentation", "nnunet", "report"}
 CONDA_NAMES = {"torch": "pytorch"}  # PyPI distribution -> conda-forge package, where they differ
 ENVS = {path.stem: yaml.safe_load(path.read_text()) for path in (REPO / "envs").glob("*.yaml")}
+# nnunetv2's chain installs these; `make env` removes them (the torchvision trap), so their
+# versions are checked against the lock, not the venv.
+REMOVED_FROM_VENV = {"torchvision", "timm"}
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+LOCK = {
+    normalized(line.split("==")[0]): line.split("==")[1].strip()
+    for line in (REPO / "constraints.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+}
 
 
 def rules_with_code() -> dict[str, dict]:
@@ -98,6 +112,10 @@ def test_env_pins_exact_versions_that_agree_with_the_venv(name):
             assert f"{sys.version_info.major}.{sys.version_info.minor}" == version
             continue
         distribution = {conda: pypi for pypi, conda in CONDA_NAMES.items()}.get(package, package)
+        if distribution in REMOVED_FROM_VENV:
+            locked = LOCK[normalized(distribution)]
+            assert locked == version, f"envs/{name}.yaml pins {package} {version}, constraints.txt {locked}"
+            continue
         installed = importlib.metadata.version(distribution).split("+")[0]
         assert installed == version, f"envs/{name}.yaml pins {package} {version}, the venv has {installed}"
 
@@ -113,3 +131,35 @@ def test_env_holds_every_package_the_rules_code_imports(rule):
             needed.add(CONDA_NAMES.get(distribution.lower(), distribution.lower()))
     missing = needed - set(pins(ENVS[info["conda"]]))
     assert not missing, f"rule {rule}: envs/{info['conda']}.yaml lacks {sorted(missing)}"
+
+
+def test_nnunet_env_pins_everything_nnunetv2_pulls_in_and_takes_torchvision_from_conda():
+    """Every package of nnunetv2's dependency tree (read from the installed metadata) is
+    pinned in envs/nnunet.yaml at the lock's version, so a pip install there resolves nothing
+    by itself; torchvision and timm are conda-forge packages built for the env's pytorch, so
+    pip never pulls PyPI's CUDA-linked torchvision into it."""
+    from packaging.requirements import Requirement
+
+    env = ENVS["nnunet"]
+    conda = {entry.partition(" =")[0] for entry in env["dependencies"] if isinstance(entry, str)}
+    pip = next(entry["pip"] for entry in env["dependencies"] if isinstance(entry, dict))
+    pinned = {normalized(name) for name in pins(env)} | {"torch"}  # conda's pytorch
+    assert REMOVED_FROM_VENV <= conda and not REMOVED_FROM_VENV & {normalized(r.split("==")[0]) for r in pip}
+    tree, stack = set(), ["nnunetv2"]
+    while stack:
+        name = normalized(stack.pop())
+        if name in tree:
+            continue
+        tree.add(name)
+        if name in REMOVED_FROM_VENV:  # not installed in the venv: no metadata to follow
+            continue
+        for requirement in map(Requirement, importlib.metadata.requires(name) or []):
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                stack.append(requirement.name)
+    # The env's python brings setuptools.
+    unpinned = tree - pinned - {"setuptools"}
+    assert not unpinned, f"envs/nnunet.yaml does not pin {sorted(unpinned)}"
+    assert len(tree) > 50
+    for requirement in pip:
+        name, version = requirement.split("==")
+        assert LOCK[normalized(name)] == version, requirement
