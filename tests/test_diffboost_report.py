@@ -155,3 +155,49 @@ def test_generator_quality_table_names_distances_for_their_features(tmp_path, fe
     html = (tmp_path / "generator_quality.html").read_text()
     assert "3.15e+06" in html and "3151320" not in html  # three significant digits
     assert pd.read_csv(tmp_path / "generator_quality.csv").kid.max() == 3151320.0  # the CSV keeps the numbers
+
+
+def test_per_class_table_scores_each_class_and_the_lesion_images_with_paired_tests(tmp_path):
+    """BUSI-like cases: benign and malignant images with lesions, normal ones without. The
+    DiffBoost arm wins on the lesion images and loses on the normal ones; the per-class table
+    shows both, each class tested against the baseline on its own cases."""
+    from medaug.diffboost.report import CLASS_LAYOUT, by_class, case_classes
+
+    groups = {f"c0_{case}": ("benign", "malignant", "normal")[case % 3] for case in range(6)}
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    pd.DataFrame({"case_id": list(groups), "group": list(groups.values())}).to_csv(
+        folder / "cases.tsv", sep="\t", index=False
+    )
+    pixels = [0 if group == "normal" else 40 for group in groups.values()]
+    pd.DataFrame({"case_id": list(groups), "foreground_pixels": pixels, "positive": True}).to_csv(
+        folder / "slices.tsv", sep="\t", index=False
+    )
+    classes = case_classes({"spleen": folder})
+    assert classes.set_index("case_id").has_lesion.to_dict() == {c: g != "normal" for c, g in groups.items()}
+
+    rows = []
+    for seed in (3, 4):
+        for variant, sign in (("baseline", 0), ("diffboost_r50", 1)):
+            for row in _metrics(np.random.default_rng(seed), variant, 0.0, "main", 50 * sign, seed):
+                if row["fold"] == 0:
+                    lesion = groups[row["case_id"]] != "normal"
+                    row["dice"] = 0.6 + sign * (0.1 if lesion else -0.3) + 0.001 * seed
+                    rows.append(row)
+    metrics = pd.DataFrame(rows)
+    expanded = by_class(metrics, classes)
+    summary = table(expanded, "by_class", CLASS_LAYOUT).set_index(["case_class", "variant"])
+    assert set(summary.index.get_level_values(0)) == {
+        "benign (2 cases)",
+        "malignant (2 cases)",
+        "normal (2 cases)",
+        "with lesion (4 cases)",
+        "all (6 cases)",
+    }
+    gap = summary.dice_mean.xs("diffboost_r50", level=1) - summary.dice_mean.xs("baseline", level=1)
+    assert np.allclose(gap[["benign (2 cases)", "with lesion (4 cases)"]], 0.1)
+    assert np.isclose(gap["normal (2 cases)"], -0.3) and np.isclose(gap["all (6 cases)"], (4 * 0.1 - 2 * 0.3) / 6)
+    assert (summary.runs == 2).all()
+    # Each class is paired on its own cases: 4 lesion pairs all better (two-sided exact 0.125).
+    assert summary.loc[("with lesion (4 cases)", "diffboost_r50"), "p_dice_vs_baseline"] == pytest.approx(0.125)
+    assert summary.loc[("benign (2 cases)", "diffboost_r50"), "p_dice_vs_baseline"] == pytest.approx(0.5)

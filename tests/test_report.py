@@ -199,7 +199,7 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
     # Keyed by the path under results/ (both papers have a samples.png).
     shown = {Path(result["path"]).as_posix().split("results/", 1)[-1]: result for result in page["results"]}
     paper_tables = ("main", "ratio", "patch", "alpha", "architecture", "augmentation")
-    tables = {f"diffboost/tables/{name}.html" for name in (*paper_tables, "generator_quality")}
+    tables = {f"diffboost/tables/{name}.html" for name in (*paper_tables, "generator_quality", "by_class")}
     tables |= {f"diffmix/tables/{name}.html" for name in ("label_maps", "synthesis", "hovernet")}
     tables |= {f"dcube/tables/{name}.html" for name in DCUBE_TABLES}
     figures = {"diffboost/figures/dice_vs_ratio.png", "diffboost/figures/samples.png"}
@@ -226,6 +226,8 @@ def test_report_shows_every_table_and_figure_with_captions_in_chromium(chromium,
             assert "GradMix" in caption and "training tiles only" in caption and "HoVer-Net" in caption, name
         elif name.endswith("generator_quality.html"):
             assert "follow its condition" in caption and "Not in the paper" in caption, name
+        elif name.endswith("by_class.html"):
+            assert "per image class" in caption and "Protocols:" in caption and "Not in" in caption, name
         elif name.startswith("dcube/tables/"):
             assert "Protocols:" in caption, name
         else:

@@ -10,6 +10,7 @@ physical spacing (BUSI): the ``distance_unit`` column says which.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -66,6 +67,54 @@ LAYOUT = tables.Layout(
 )
 
 
+# The per-class table: the main table's runs, each scored on the cases of one image class
+# (where a dataset has several, as BUSI's benign / malignant / normal), on the cases with a
+# lesion (where some have none) and on all cases.
+WITH_LESION, ALL_CASES = "with lesion", "all"
+CLASS_LAYOUT = dataclasses.replace(
+    LAYOUT,
+    # The main table's other metrics stay there: this one reads across classes.
+    metrics={metric: LAYOUT.metrics[metric] for metric in ("dice", "precision", "recall", "hd95")},
+    run_keys=(*LAYOUT.run_keys, "case_class"),
+    row_keys=("dataset", "distance_unit", "arm", "protocol", "case_class", "variant"),
+    pair_keys=(*LAYOUT.pair_keys, "case_class"),
+    tables={"by_class": ("Test metrics per image class and on the images with a lesion (main-table runs)", "variant")},
+)
+
+
+def case_classes(prepared: dict[str, str | Path]) -> pd.DataFrame:
+    """(dataset, case_id, group, has_lesion) of every prepared case: its class folder
+    (``group``, empty where a dataset has none) and whether its mask has any foreground."""
+    frames = []
+    for dataset, folder in prepared.items():
+        cases = pd.read_csv(Path(folder) / "cases.tsv", sep="\t", dtype={"case_id": str, "group": str})
+        slices = pd.read_csv(Path(folder) / "slices.tsv", sep="\t", dtype={"case_id": str})
+        # Foreground in the mask, not "positive" (which marks every slice of a 2D dataset).
+        lesion = (slices.groupby("case_id").foreground_pixels.sum() > 0).rename("has_lesion")
+        frame = cases[["case_id", "group"]].fillna({"group": ""}).join(lesion, on="case_id")
+        frames.append(frame.assign(dataset=dataset))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def by_class(metrics: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
+    """The main table's per-case rows, once per case class they belong to (``case_class``,
+    named with its case count per protocol); ``tables`` set to the per-class table."""
+    main = metrics[metrics.tables.str.split(";").apply(lambda names: "main" in names)]
+    merged = main.merge(classes, on=["dataset", "case_id"], how="left")
+    parts = []
+    for _, rows in merged.groupby(["dataset", "protocol"], sort=False):
+        groups = sorted(g for g in rows.group.dropna().unique() if g)
+        subsets = {group: rows[rows.group == group] for group in groups} if len(groups) > 1 else {}
+        lesion = rows.has_lesion.fillna(True).astype(bool)
+        if not lesion.all():
+            subsets[WITH_LESION] = rows[lesion]
+        subsets[ALL_CASES] = rows
+        for name, subset in subsets.items():
+            label = f"{name} ({subset.case_id.nunique()} cases)"
+            parts.append(subset.drop(columns=["group", "has_lesion"]).assign(case_class=label, tables="by_class"))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*metrics.columns, "case_class"])
+
+
 def write_report(
     metric_files: list[str],
     labels: list[dict],
@@ -85,6 +134,8 @@ def write_report(
     metrics = tables.collect(metric_files, labels)
     metrics.to_csv(metrics_tsv, sep="\t", index=False, float_format="%.6g")
     rows = tables.write_tables(metrics, tables_dir, LAYOUT)
+    prepared = {dataset: folder for dataset, folder, *_ in samples}
+    rows |= tables.write_tables(by_class(metrics, case_classes(prepared)), tables_dir, CLASS_LAYOUT)
     if quality_files:
         quality = quality_table(list(quality_files), list(quality_datasets))
         write_quality_table(quality, tables_dir)

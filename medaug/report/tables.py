@@ -87,6 +87,16 @@ def paired_p_value(metrics: pd.DataFrame, variant: str, baseline: str, layout: L
     return float(wilcoxon(paired.iloc[:, 0], paired.iloc[:, 1]).pvalue)
 
 
+def _same_row(metrics: pd.DataFrame, row, layout: Layout) -> pd.DataFrame:
+    """The cases of every variant that share ``row``'s keys other than its variant: what its
+    paired test compares."""
+    keep = np.ones(len(metrics), dtype=bool)
+    for key in layout.row_keys:
+        if key != "variant":
+            keep &= (metrics[key] == getattr(row, key)).to_numpy()
+    return metrics[keep]
+
+
 def table(metrics: pd.DataFrame, name: str, layout: Layout) -> pd.DataFrame:
     """One table: a row per (row keys, variant) in table ``name``; per metric the mean and
     std over runs and the pooled std; the per-case counts; the run count; the paired p-value
@@ -107,7 +117,7 @@ def table(metrics: pd.DataFrame, name: str, layout: Layout) -> pd.DataFrame:
     summary = summary.reset_index()
     summary[layout.p_column] = [
         paired_p_value(
-            metrics[(metrics.dataset == r.dataset) & (metrics.arm == r.arm) & (metrics.protocol == r.protocol)],
+            _same_row(metrics, r, layout),
             r.variant,
             layout.baseline(r.arm, r.variant),
             layout,
