@@ -4,6 +4,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,54 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# Peak resident memory of each paper-shape stage (see peak_rss), printed at the end of the run.
+PEAK_RSS: dict[str, tuple[float, float]] = {}
+
+
+@contextmanager
+def peak_rss(stage: str, interval: float = 0.05):
+    """Record, under ``stage``, the peak memory of this process and its children (nnU-Net's
+    workers) while the block runs, sampled every ``interval`` seconds, and how much it grew
+    over the block's start. Memory is the proportional set size: pages shared between the
+    processes (forked workers) count once, split among them. A measurement to read, not to
+    assert: it includes what the test process already holds."""
+    import psutil
+
+    process = psutil.Process()
+
+    def resident() -> int:
+        total = 0
+        for member in (process, *process.children(recursive=True)):
+            with suppress(psutil.Error):  # a worker that just ended
+                total += member.memory_full_info().pss
+        return total
+
+    start = resident()
+    peak = [start]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(interval):
+            peak[0] = max(peak[0], resident())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sampler.join()
+        peak[0] = max(peak[0], resident())
+        PEAK_RSS[stage] = (peak[0] / 2**20, (peak[0] - start) / 2**20)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if PEAK_RSS:
+        terminalreporter.section("peak memory (PSS) per paper-shape stage, this process and its children")
+        for stage, (peak, grown) in PEAK_RSS.items():
+            terminalreporter.write_line(f"{stage}: {peak:,.0f} MiB peak, {grown:+,.0f} MiB over the stage's start")
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from medaug.papers import validate_config
 from medaug.preparation import prepare_segmentation
 from medaug.splits import make_splits
 
-from .conftest import REPO
+from .conftest import REPO, peak_rss
 
 SIZE = 384
 
@@ -128,15 +128,18 @@ def synthetic(paper, busi, tmp_path_factory):
         "max_steps": 1,
         "batch_size": 2,
     }
-    info = finetune_controlnet(
-        base / "prepared", base / "conditions", splits, 0, out_dir=work / "model", state_dir=work / "state", **settings
-    )
+    with peak_rss("finetune_controlnet, 384 px, one step of batch 2"):
+        prepared, conditions = base / "prepared", base / "conditions"
+        info = finetune_controlnet(
+            prepared, conditions, splits, 0, out_dir=work / "model", state_dir=work / "state", **settings
+        )
     assert not info["pixel_space"] and info["image_size"] == SIZE
     sampling = {**sampling_settings(paper), "ddim_steps": 2}
     assert sampling["guidance_scale"] == 9.0
-    manifest = sample_synthetic(
-        work / "model", base / "prepared", base / "conditions", splits, 0, 1, None, sampling, work / "ratio1"
-    )
+    with peak_rss("sample_synthetic, 384 px, ratio 1, 2 DDIM steps"):
+        manifest = sample_synthetic(
+            work / "model", base / "prepared", base / "conditions", splits, 0, 1, None, sampling, work / "ratio1"
+        )
     return work / "ratio1", manifest, settings, sampling
 
 
@@ -200,7 +203,10 @@ def test_generator_quality_samples_the_pretrained_base_at_384_px(paper, busi, sy
     assert settings["segmenter"]["settings"]["channels"] == [16, 32, 64, 128, 128, 256]
     settings["segmenter"]["settings"]["epochs"] = 1
     settings.update(finetune=finetune, sampling=sampling)
-    result = generator_quality(base / "prepared", base / "conditions", splits, 0, folder, settings, tmp_path / "q.json")
+    with peak_rss("generator_quality, 384 px, one epoch per segmenter"):
+        result = generator_quality(
+            base / "prepared", base / "conditions", splits, 0, folder, settings, tmp_path / "q.json"
+        )
     assert result["slices"] > 0
     for source in ("real", "fine-tuned", "untrained"):
         assert np.isfinite([result[source][k] for k in ("correlation", "segmenter_dice")]).all()
@@ -239,7 +245,8 @@ def test_monai_arm_with_synthetic_pairs_runs_both_protocols_at_384_px(paper, bus
     assert settings["protocols"] == ["official", "clean"]
     fields = {k: v for k, v in variants(paper, "busi")["diffboost_r50"].items() if k != "tables"}
     variant = Variant(**{**fields, "ratio": 1})
-    metrics, record = train_and_evaluate(base / "prepared", splits, 0, variant, settings, SIZE, 3, folder)
+    with peak_rss("train_segmenter (DiffBoost arm), 384 px, one epoch per protocol"):
+        metrics, record = train_and_evaluate(base / "prepared", splits, 0, variant, settings, SIZE, 3, folder)
     assert set(metrics.protocol) == {"official", "clean"}
     assert metrics[["dice", "precision", "recall", "hd95"]].notna().all().all()
     assert all(record["protocols"][p]["train_slices"] > 0 for p in ("official", "clean"))
@@ -253,8 +260,9 @@ def test_nnunet_arm_plans_trains_and_predicts_at_384_px(paper, busi, synthetic, 
     short = {**settings["trainer_settings"], "epochs": 1, "iters": 1, "val_iters": 1, "skip_final_val": True}
     plans = plan_real(base / "prepared", splits, 0, "official", tmp_path, tmp_path / "plans.json")
     assert plans["configurations"]["2d"]["median_image_size_in_voxels"][-2:] == [SIZE, SIZE]
-    metrics = train_ratio(
-        base / "prepared", splits, 0, "official", 1, folder, tmp_path, "nnUNetTrainer_medaug", short, threads=2
-    )
+    with peak_rss("nnunet_train, 384 px, ratio 1, one iteration"):
+        metrics = train_ratio(
+            base / "prepared", splits, 0, "official", 1, folder, tmp_path, "nnUNetTrainer_medaug", short, threads=2
+        )
     assert len(metrics) > 0 and metrics.train_synthetic.iloc[0] == metrics.train_real.iloc[0] > 0
     assert metrics[["dice", "precision", "recall", "hd95"]].notna().all().all()
