@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,11 +32,15 @@ def atomic_output(path: str | Path, directory: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A job killed outright (SIGKILL, a SLURM time limit) leaves its partial sibling behind;
-    # Snakemake runs one job per output at a time, so any partial of this output is stale.
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.partial-*"):
-        _remove(stale)
-    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    # A job killed outright (SIGKILL, a SLURM time limit) leaves its partial sibling behind:
+    # remove those of this host whose process is gone. A live one may be another process's
+    # (two Snakemake processes refresh the same manifest), and one of another host cannot be
+    # checked from here.
+    host = socket.gethostname()
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.partial-{glob.escape(host)}-*"):
+        if not _process_alive(stale.name.rpartition("-")[2]):
+            _remove(stale)
+    tmp = path.parent / f".{path.name}.partial-{host}-{os.getpid()}"
     if directory:
         tmp.mkdir()
     try:
@@ -47,6 +52,19 @@ def atomic_output(path: str | Path, directory: bool = False) -> Iterator[Path]:
         raise
     _remove(path)
     os.replace(tmp, path)
+
+
+def _process_alive(pid: str) -> bool:
+    """Whether process ``pid`` (a decimal string) runs on this host."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def file_stamps(paths) -> list[list]:

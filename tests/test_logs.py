@@ -53,15 +53,30 @@ def test_a_full_disk_names_the_output_and_leaves_nothing(tmp_path):
 
 
 def test_a_killed_jobs_partial_output_is_swept_by_the_next_attempt(tmp_path):
+    """Partials of this output left by a process of this host that is gone are removed; a
+    live process's (another Snakemake refreshing the same file), another host's and another
+    output's are left alone."""
+    import socket
+    import subprocess
+
+    host = socket.gethostname()
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # its pid now names no process
     target = tmp_path / "ratio2"
-    stale = tmp_path / ".ratio2.partial-99999"  # left by a job killed while writing
+    stale = tmp_path / f".ratio2.partial-{host}-{ended.pid}"  # left by a job killed while writing
     (stale / "samples").mkdir(parents=True)
     (stale / "samples" / "k001.npy").write_bytes(b"half a pool")
-    other = tmp_path / ".ratio20.partial-99999"  # another output's: not this job's to remove
-    other.mkdir()
+    kept = [
+        f".ratio2.partial-{host}-{os.getppid()}",  # a live process's
+        f".ratio2.partial-elsewhere-{ended.pid}",  # another host's: cannot be checked
+        f".ratio20.partial-{host}-{ended.pid}",  # another output's
+    ]
+    for name in kept:
+        (tmp_path / name).mkdir()
     with atomic_output(target, directory=True) as tmp:
+        assert tmp.name == f".ratio2.partial-{host}-{os.getpid()}"
         (tmp / "done").write_text("yes")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".ratio20.partial-99999", "ratio2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "ratio2"])
 
 
 def test_caches_go_under_the_run_folder_unless_set(tmp_path, monkeypatch):

@@ -1,13 +1,13 @@
-"""Whether D-Cube's synthetic images look like their class: per class, FID and KID against
-the real training images, and the share that the baseline classifier (trained on real
-images only) assigns to the class they were sampled for.
+"""Whether D-Cube's synthetic images look like their class: per class, FID and KID of the
+synthetic images against one half of the real training images (split by alternate patients),
+beside the same distances of the other real half (the real-vs-real floor, at the same size),
+and the share that the baseline classifier (trained on real images only) assigns to the class
+they were sampled for.
 
 The feature extractor is the Inception-v3 of the FID literature when
 ``dcube.quality.feature_extractor`` names it; otherwise the baseline classifier's bottleneck,
-whose FID is labelled as not comparable to Inception FID. Either way each class also gets
-the same distances between two halves of its real training images (``fid_real_halves``,
-``kid_real_halves``): the floor that the synthetic-vs-real distances are read against, as a
-bottleneck distance has no familiar scale of its own.
+whose distances have no familiar scale of their own (the tables name them feature FD/KD) and
+are read against the real-vs-real floor.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def synthetic_quality(job: Job) -> dict:
     settings = job.settings
     prepared, splits = job.inputs["prepared"], read_json(job.inputs["splits"])
     classes = data.classes(prepared)
-    real = data.role_images(prepared, splits, "train")
+    real_rows = data.role_rows(prepared, splits, "train")
+    real = data.load_images(prepared, real_rows)
+    patients = real_rows.patient_id.to_numpy()
     synthetic = data.read_synthetic(job.inputs["synthetic"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     baseline = _baseline(job.inputs["classifier"], settings["baseline_network"], settings["resnet_width"], len(classes))
@@ -66,17 +68,22 @@ def synthetic_quality(job: Job) -> dict:
             "fid_real_halves": None,
             "kid_real_halves": None,
         }
-        if real_c.sum() >= 2 and synthetic_c.sum() >= 2:
-            row["fid"] = frechet_distance(real_features[real_c], synthetic_features[synthetic_c])
-            row["kid"] = kernel_distance(real_features[real_c], synthetic_features[synthetic_c], seed=settings["seed"])[
-                0
-            ]
-        # Alternate positions, so that both halves sample the whole (case-ordered) list.
-        positions = np.flatnonzero(real_c)
-        first_half, second_half = real_features[positions[0::2]], real_features[positions[1::2]]
-        if len(first_half) >= 2 and len(second_half) >= 2:
-            row["fid_real_halves"] = frechet_distance(first_half, second_half)
-            row["kid_real_halves"] = kernel_distance(first_half, second_half, seed=settings["seed"])[0]
+        # The real images split by alternate patients (so that one patient's near-duplicate
+        # images never sit on both sides); the synthetic images and the other real half are
+        # compared with the same reference half, at the same size: the real-vs-real distance
+        # is then the floor a perfect generator would reach.
+        class_patients = list(dict.fromkeys(patients[real_c]))
+        other_half = np.isin(patients, class_patients[0::2]) & real_c
+        reference = np.isin(patients, class_patients[1::2]) & real_c
+        size = int(other_half.sum())
+        synthetic_sample = synthetic_features[np.flatnonzero(synthetic_c)[:size]]
+        if size >= 2 and reference.sum() >= 2 and len(synthetic_sample) >= 2:
+            row["fid"] = frechet_distance(synthetic_sample, real_features[reference])
+            row["kid"] = kernel_distance(synthetic_sample, real_features[reference], seed=settings["seed"])[0]
+            row["fid_real_halves"] = frechet_distance(real_features[other_half], real_features[reference])
+            row["kid_real_halves"] = kernel_distance(
+                real_features[other_half], real_features[reference], seed=settings["seed"]
+            )[0]
         per_class.append(row)
         log.info("%s: %s", name, row)
     record = {"feature_extractor": extractor.label, "per_class": per_class}

@@ -90,11 +90,15 @@ def paired_p(cases: pd.DataFrame, row: dict) -> float:
         & (cases.model == params.BASELINE)
         & (cases["synthetic_count"] == 0)
     ]
+    if row["model"] == params.BASELINE and row["synthetic_count"] == 0:
+        return float("nan")  # the baseline itself: nothing to test
     a = mine.groupby("case_id").correct.mean()
     b = base.groupby("case_id").correct.mean().reindex(a.index)
     differences = (a - b).dropna()
-    if differences.empty or not differences.any():
-        return 1.0
+    if differences.empty:
+        return float("nan")  # no baseline run to pair with
+    if not differences.any():
+        return 1.0  # the same answer on every image
     return float(wilcoxon(differences).pvalue)
 
 
@@ -129,7 +133,8 @@ def formatted(summary: pd.DataFrame, extra: list[str] = ()) -> pd.DataFrame:
             cells[HEADERS.get(metric, metric)] = (
                 "–" if np.isnan(mean) else f"{mean:.1f} ± {0 if np.isnan(std) else std:.1f}"
             )
-        cells |= {"seeds": str(row["seeds"]), "p vs baseline": f"{row['p_accuracy_vs_baseline']:.3g}"}
+        p_value = row["p_accuracy_vs_baseline"]
+        cells |= {"seeds": str(row["seeds"]), "p vs baseline": "–" if np.isnan(p_value) else f"{p_value:.3g}"}
         rows.append(cells)
     columns = ["dataset", "scenario", "protocol", "model", "synthetic"]
     columns += [HEADERS.get(m, m) for m in metrics] + ["seeds", "p vs baseline"]

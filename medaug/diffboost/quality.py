@@ -144,6 +144,7 @@ def segmenters_per_source(
     fold: int,
     segmenter: dict,
     seed: int,
+    device: str | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.nn.Module]]:
     """One baseline segmenter per image source, trained on that source's images with the real
     masks (the synthetic-only segmenter, for the generators), selected on the real
@@ -161,6 +162,7 @@ def segmenters_per_source(
             segmenter["image_size"],
             seed,
             "clean",
+            device=device,
         )
         dice[source] = quick_dice(predict(network, test_images), test_labels)
         networks[source] = network
@@ -209,7 +211,9 @@ def generator_quality(
     for source in QUALITY_SOURCES:
         result[source]["contrast_of_real"] = result[source]["contrast"] / real if real else float("nan")
 
-    dice, networks = segmenters_per_source(sources, masks, data, splits, fold, settings["segmenter"], finetune["seed"])
+    dice, networks = segmenters_per_source(
+        sources, masks, data, splits, fold, settings["segmenter"], finetune["seed"], device
+    )
     if settings["fid_extractor"]:
         extractor = InceptionExtractor(settings["fid_extractor"], device)
     else:
@@ -220,7 +224,7 @@ def generator_quality(
     write_json(out_json, result)
     log.info(
         "contrast real %.3f, fine-tuned %.3f (%.0f%% of real), untrained %.3f; correlation fine-tuned %.2f; "
-        "segmenter Dice real %.3f, fine-tuned %.3f, untrained %.3f; FID fine-tuned %.3g (real-to-real %.3g)",
+        "segmenter Dice real %.3f, fine-tuned %.3f, untrained %.3f; %s fine-tuned %.3g (real-to-real %.3g)",
         real,
         result["fine-tuned"]["contrast"],
         100 * result["fine-tuned"]["contrast_of_real"],
@@ -229,6 +233,7 @@ def generator_quality(
         dice["real"],
         dice["fine-tuned"],
         dice["untrained"],
+        "FID" if isinstance(extractor, InceptionExtractor) else "feature FD",
         result["fine-tuned"]["fid"],
         result["real"]["fid"],
     )

@@ -241,16 +241,18 @@ def fit(
     seed: int,
     protocol: str,
     pools: list[np.ndarray] | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Train one network on ``train`` (images (N,H,W) in [-1,1], labels (N,H,W)) and select
     its epoch on ``select``; ``pools[i]``: the synthetic images of training slice ``i``, for
     the diffusion arms. Under the official protocol the data order is fixed (the official
     loader does not shuffle) and the selection metric is the official batch-pooled Dice; the
-    clean protocol shuffles each epoch and selects on the mean per-slice Dice."""
+    clean protocol shuffles each epoch and selects on the mean per-slice Dice. ``device``:
+    where to train (default: the job's GPU if it has one)."""
     official = protocol == "official"
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    device = training_device()
+    device = torch.device(device) if device is not None else training_device()
     network = build_network(variant.architecture, image_size, settings["channels"], settings["strides"]).to(device)
     # fused: the same update in one kernel, not a loop over the network's many small tensors.
     optimizer = torch.optim.AdamW(network.parameters(), lr=settings["learning_rate"], fused=True)

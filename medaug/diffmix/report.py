@@ -174,8 +174,8 @@ def _spread(runs: pd.DataFrame) -> tuple[str | None, str]:
     return None, f"mean over 1–{most} seeds, no bars"
 
 
-def _no_runs(ax) -> None:
-    ax.text(0.5, 0.5, "no HoVer-Net runs", ha="center", va="center", transform=ax.transAxes)
+def _no_runs(ax, what: str = "no HoVer-Net runs") -> None:
+    ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
 
 
@@ -249,7 +249,7 @@ def rare_f1_figure(runs: pd.DataFrame, path: Path):
             # The baseline's runs once more under the arm's name, so that its line starts at ratio 0.
             lines.append(pd.concat([baseline.assign(arm=arm), subset[subset.arm == arm]]))
     if not lines:
-        _no_runs(ax)
+        _no_runs(ax, "no HoVer-Net runs of a synthetic arm" if len(runs) else "no HoVer-Net runs")
         save(figure, path)
         return figure
     long = pd.concat(lines, ignore_index=True)[["dataset", "arm", "ratio", "seed", "F_c rare"]]

@@ -55,7 +55,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     a, b = _as_features(a, b, "FID")
-    metric = FrechetInceptionDistance(feature=_ExtractedFeatures(a.shape[1])).double()
+    metric = FrechetInceptionDistance(feature=_ExtractedFeatures(a.shape[1]))  # float64 states
     metric.update(a, real=True)
     metric.update(b, real=False)
     return float(metric.compute())

@@ -7,7 +7,7 @@ import itertools
 import logging
 from pathlib import Path
 
-from medaug.report.captions import marked
+from medaug.report.captions import STAND_IN_MARK, marked
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def save(figure, *paths: str | Path, dpi: int = 150, tight: bool = True) -> None
     layout problem (overlapping text, a legend entry listed twice) is logged as a warning
     naming the file."""
     title = figure.get_suptitle()
-    if marked(title) != title:
+    if marked(title) != title and STAND_IN_MARK not in title:  # saved twice: marked once
         if figure._suptitle is not None:
             figure._suptitle.set_text(marked(title))
         else:
