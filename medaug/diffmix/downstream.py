@@ -135,7 +135,7 @@ def fit(patches: np.ndarray, num_types: int, settings: dict, seed: int, device: 
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(chosen)
+                total += loss.item() * len(chosen)
             scheduler.step()
             progress.set_postfix(loss=f"{total / len(order):.3f}")
         log.info(
