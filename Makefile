@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # Snakemake's own cache goes under the project, as the pipeline's jobs' caches do (medaug/caches.py).
 export XDG_CACHE_HOME ?= $(CURDIR)/.cache/xdg
 
-.PHONY: env demo report test lint clean
+.PHONY: env demo real report test lint clean
 
 env: $(VENV)/.installed
 
@@ -30,6 +30,19 @@ demo: env
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
 	@echo "Report: $(CURDIR)/results/report.html (open it in a browser)"
+
+# The real-data tier (config.real.yaml): DiffBoost and D-Cube on the real BUSI dataset in real/,
+# about an hour on 2 cores.  make real BUSI=/data/Dataset_BUSI_with_GT
+REAL_DIR ?= real
+real: env
+	@test -n "$(BUSI)" || { echo "make real: set BUSI to the real dataset's Dataset_BUSI_with_GT folder"; exit 2; }
+	@test -d "$(BUSI)" || { echo "make real: BUSI=$(BUSI) is not a folder"; exit 2; }
+	$(BIN)/snakemake --cores $(CORES) --directory $(REAL_DIR) $(REAL_CONFIG)
+	$(BIN)/snakemake --directory $(REAL_DIR) $(REAL_CONFIG) --report $(abspath $(REAL_DIR))/report.html
+	@echo "Report: $(abspath $(REAL_DIR))/report.html (open it in a browser)"
+
+REAL_CONFIG = --snakefile $(CURDIR)/Snakefile --configfile $(CURDIR)/config.yaml $(CURDIR)/config.real.yaml \
+	--config 'datasets={busi: {format: busi, root: "$(abspath $(BUSI))", modality: US}}'
 
 # The report again, e.g. after a run with other configfiles.
 report: env

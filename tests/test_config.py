@@ -246,6 +246,32 @@ def test_a_missing_dataset_root_is_a_config_error_naming_the_key(tmp_path):
     assert len([line for line in lines if "datasets.busi.root" in line]) == 1  # DiffBoost and D-Cube read it
 
 
+def test_the_real_tier_runs_diffboost_and_dcube_on_real_busi_only(tmp_path):
+    """config.real.yaml (make real) on top of config.yaml: every DiffBoost and D-Cube stage on
+    BUSI, both protocols, two seeds, nothing of DiffMix; and no run without the user's root."""
+    from snakemake.utils import update_config
+
+    from medaug.diffboost.params import nnunet_datasets
+
+    merged = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(merged, yaml.safe_load((REPO / "config.real.yaml").read_text()))
+    with pytest.raises(ConfigError, match=r"datasets\.busi\.root: 'SET-ME/Dataset_BUSI_with_GT'.* does not exist"):
+        validate_config(copy.deepcopy(merged))
+    update_config(merged, {"datasets": {"busi": {"format": "busi", "root": str(tmp_path), "modality": "US"}}})
+    config = validate_config(merged)
+    assert (config["diffboost"]["datasets"], config["dcube"]["datasets"], config["diffmix"]["datasets"]) == (
+        ["busi"],
+        ["busi"],
+        [],
+    )
+    segmentation, nnunet = config["diffboost"]["segmentation"], config["diffboost"]["nnunet"]
+    assert set(segmentation["protocols"]) == set(nnunet["protocols"]) == {"official", "clean"}
+    assert len(segmentation["seeds"]) >= 2 and len(config["dcube"]["seeds"]) >= 2
+    assert segmentation["ratio"] in config["diffboost"]["sampling"]["ratios"] and segmentation["ratio"] >= 1
+    assert nnunet_datasets(config) == ["busi"] and nnunet["ratios"] == [0]
+    assert config["diffboost"]["run_folds"] == [0] and config["dcube"]["synthesis"]["counts"]
+
+
 def test_the_configuration_reference_is_the_schema():
     # docs/configuration.md is generated: `python -m medaug.config_reference > docs/configuration.md`.
     from medaug.config_reference import reference

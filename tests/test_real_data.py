@@ -69,3 +69,20 @@ def test_the_floor_is_the_one_measured():
     assert re.search(rf"floor asserted by the test: {FLOOR}\b", record)
     minimum = min(float(value) for value in re.findall(r"\| \d \| (0\.\d+) \|", record))
     assert minimum - 0.05 > FLOOR
+
+
+def test_the_real_tier_plans_every_diffboost_and_dcube_stage_on_the_real_root(tmp_path):
+    # What `make real BUSI=...` runs (config.real.yaml), as a dry run: its results are in
+    # docs/real-data.md; the hour it takes is measured there, not here.
+    from .conftest import REPO, snakemake
+
+    config = [str(REPO / "config.yaml"), str(REPO / "config.real.yaml")]
+    root = f"datasets={{busi: {{format: busi, root: '{BUSI_ROOT}', modality: US}}}}"
+    result = snakemake(["-n", "--directory", str(tmp_path), "--configfile", *config, "--config", root], tmp_path)
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
+    expected = {"finetune_controlnet": "1", "sample_synthetic": "1", "generator_quality": "1"}
+    expected |= {"train_segmenter": "4", "nnunet_train": "2", "diffboost_report": "1"}
+    expected |= {"dcube_train_generator": "1", "dcube_select_blocks": "1", "dcube_sample": "1"}
+    expected |= {"dcube_classify": "8", "dcube_synthetic_quality": "1", "dcube_report": "1"}
+    assert {rule: counts.get(rule) for rule in expected} == expected
+    assert "hovernet" not in result.stdout
